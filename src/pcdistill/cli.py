@@ -7,11 +7,13 @@ Each subcommand is a small function taking parsed arguments. User-facing errors
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from pcdistill import __version__
-from pcdistill.errors import PcdistillError
+from pcdistill.errors import ConfigError, PcdistillError
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -23,6 +25,78 @@ def _cmd_models(args: argparse.Namespace) -> int:
         model = create_model(name, num_classes=args.num_classes, width=args.width)
         params = sum(p.numel() for p in model.parameters())
         print(f"{name:<16} {args.width:>6g} {params:>12,}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """Train a zoo model from a YAML config with key=value overrides, or resume a run."""
+    from pcdistill.engine.config import load_config
+    from pcdistill.engine.run import build_trainer
+
+    if args.resume:
+        if args.config or args.overrides:
+            raise ConfigError("--resume takes the run's own config.yaml; drop --config/overrides")
+        cfg = load_config(Path(args.resume) / "config.yaml")
+    else:
+        cfg = load_config(args.config, args.overrides)
+    summary = build_trainer(cfg, quiet=args.quiet).fit(resume=bool(args.resume))
+    test = summary["test_last"]
+    print(
+        f"{cfg.model.name} width {cfg.model.width:g}: test OA {test['oa']:.4f}, "
+        f"mAcc {test['macc']:.4f} after {summary['epochs']} epochs "
+        f"({summary['wall_time_s']:.0f} s) -> {cfg.out}"
+    )
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a checkpoint on a dataset split (its own data settings by default)."""
+    from pcdistill.engine.checkpoint import build_from_checkpoint
+    from pcdistill.engine.config import RunConfig
+    from pcdistill.engine.device import pick_device
+    from pcdistill.engine.evaluate import evaluate
+    from pcdistill.engine.run import load_eval_split
+    from pcdistill.transforms import ShapeAugment
+
+    model, ckpt = build_from_checkpoint(args.checkpoint)
+    cfg = RunConfig.model_validate(ckpt["config"])
+    if args.data:
+        cfg.data.root = args.data
+    split = load_eval_split(cfg, args.split, ckpt["class_names"], args.checkpoint)
+    device = pick_device(args.device)
+    metrics = evaluate(
+        model.to(device), split.points, split.labels, split.class_names, device,
+        args.batch_size, args.vote, ShapeAugment.from_spec(cfg.data.shape_augment), cfg.seed,
+    )  # fmt: skip
+    print(
+        f"{args.checkpoint}: {args.split} OA {metrics['oa']:.4f}, mAcc {metrics['macc']:.4f} "
+        f"on {metrics['num_samples']} shapes (vote {args.vote})"
+    )
+    if args.per_class:
+        for name, acc in metrics["per_class"].items():
+            print(f"  {name:<16} {'-' if acc is None else f'{acc:.4f}'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=1))
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    """Inspect a dataset: shapes and points per class, and its fingerprint."""
+    from pcdistill.data import builtin_dataset, load_dataset
+
+    opts = {"num_points": args.num_points, "classes": args.classes}
+    for split in args.split:
+        if args.root == "builtin":
+            data = builtin_dataset(split, **opts)
+        else:
+            data = load_dataset(args.root, split, format=args.format, **opts)
+        print(
+            f"{data.name}: {len(data)} shapes, {data.num_classes} classes, "
+            f"{data.num_points} points per shape, normals: {data.normals is not None}"
+        )
+        print(f"  fingerprint {data.fingerprint()}")
+        for name, count in data.class_counts().items():
+            print(f"  {name:<16} {count:>6}")
     return 0
 
 
@@ -38,6 +112,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=float, default=1.0, help="width multiplier (default 1)")
     p.add_argument("--num-classes", type=int, default=40, help="number of classes (default 40)")
     p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("train", help="train a model from a YAML config")
+    p.add_argument("--config", help="YAML run config (see configs/)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. optim.lr=0.01")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint")
+    p.add_argument("checkpoint", help="a .pt checkpoint written by train")
+    p.add_argument("--data", help="dataset root or 'builtin' (default: the run's own)")
+    p.add_argument("--split", default="test", help="split to evaluate (default test)")
+    p.add_argument("--vote", type=int, default=0, help="extra augmented copies to average")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--per-class", action="store_true", help="print per-class accuracy")
+    p.add_argument("--json", help="write all metrics (confusion matrix too) to this file")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("data", help="inspect a dataset: counts per class, points, fingerprint")
+    p.add_argument("root", help="dataset root, a ScanObjectNN .h5 file, or 'builtin'")
+    p.add_argument("--split", nargs="+", default=["train", "test"])
+    p.add_argument("--format", default="auto")
+    p.add_argument("--num-points", type=int)
+    p.add_argument("--classes", help="'modelnet10' to keep the ModelNet10 classes")
+    p.set_defaults(func=_cmd_data)
     return parser
 
 

@@ -1,0 +1,71 @@
+"""Training batches as a pure function of (epoch, step).
+
+Nothing here carries hidden state across steps: the sample order of an epoch and
+every augmentation draw are seeded from (run seed, epoch, step). That is what
+makes a resumed run continue exactly where the killed one stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pcdistill.engine.device import derive_seed
+from pcdistill.transforms import PointAugment, ShapeAugment
+
+
+@dataclass
+class Batch:
+    points: Tensor  # (B, N, 3) float32, augmented
+    labels: Tensor  # (B,) int64
+    index: Tensor  # (B,) int64 sample indices into the training set
+    params: Tensor  # (B, P) float32 shape-augmentation parameters used
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(t.to(device, non_blocking=True) for t in vars(self).values()))
+
+
+class AugmentedBatches:
+    """Shuffled batches from in-memory clouds with freshly sampled shape augmentation."""
+
+    def __init__(
+        self,
+        points: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        seed: int,
+        shape_aug: ShapeAugment,
+        point_aug: PointAugment | None = None,
+    ) -> None:
+        if len(points) < batch_size:
+            raise ValueError(
+                f"training set has {len(points)} samples, fewer than batch_size={batch_size}"
+            )
+        self.points, self.labels = points, labels
+        self.batch_size, self.seed = batch_size, seed
+        self.shape_aug, self.point_aug = shape_aug, point_aug
+
+    @property
+    def steps_per_epoch(self) -> int:
+        # Drop the ragged last batch: a batch of one breaks BatchNorm in training mode.
+        return len(self.points) // self.batch_size
+
+    def order(self, epoch: int) -> Tensor:
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "order", epoch))
+        return torch.randperm(len(self.points), generator=g)
+
+    def indices(self, epoch: int, step: int) -> Tensor:
+        return self.order(epoch)[step * self.batch_size : (step + 1) * self.batch_size]
+
+    def batch(self, epoch: int, step: int) -> Batch:
+        index = self.indices(epoch, step)
+        rng = np.random.default_rng(derive_seed(self.seed, "shape", epoch, step))
+        params = torch.from_numpy(self.shape_aug.sample(rng, len(index)))
+        points = self.shape_aug.apply(self.points[index], params)
+        if self.point_aug is not None:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, "point", epoch, step))
+            points = self.point_aug(points, g)
+        return Batch(points, self.labels[index], index, params)

@@ -1,0 +1,100 @@
+"""Checkpoints: written atomically, validated on load.
+
+A checkpoint names its architecture (model name, width, num_classes, kwargs) and
+class list, so it can rebuild its model alone and refuse to load into another.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pcdistill.errors import ModelError
+
+FORMAT = "pcdistill-checkpoint"
+VERSION = 1
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """torch.save to a temp file in the same folder, then rename over `path`.
+
+    A kill at any moment leaves either the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def model_spec(name: str, num_classes: int, width: float, kwargs: dict | None = None) -> dict:
+    return {"name": name, "num_classes": num_classes, "width": width, "kwargs": dict(kwargs or {})}
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read and sanity-check a checkpoint file (not yet applied to a model)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many types for a damaged file
+        raise ModelError(
+            f"checkpoint {path} cannot be read ({type(err).__name__}: {err})"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ModelError(f"{path} is not a pcdistill checkpoint")
+    if ckpt.get("version") != VERSION:
+        raise ModelError(f"checkpoint {path} has version {ckpt.get('version')}, expected {VERSION}")
+    return ckpt
+
+
+def check_compatible(ckpt: dict, path: str | Path, spec: dict, class_names: list[str]) -> None:
+    """Refuse a checkpoint made for another architecture or class list, naming the difference."""
+    have = ckpt["model"]
+    for key in ("name", "num_classes", "width", "kwargs"):
+        if have[key] != spec[key]:
+            raise ModelError(
+                f"checkpoint {path} is for model {key}={have[key]!r}, "
+                f"but the run asks for {spec[key]!r}"
+            )
+    if list(ckpt["class_names"]) != list(class_names):
+        raise ModelError(
+            f"checkpoint {path} was trained on classes {list(ckpt['class_names'])[:5]}..., "
+            f"which differ from the dataset's {list(class_names)[:5]}..."
+        )
+
+
+def load_state(model: nn.Module, state: dict, path: str | Path) -> None:
+    """load_state_dict with a clear message instead of PyTorch's size-mismatch dump."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        detail = "; ".join(line.strip() for line in first[1:4]) or first[0]
+        raise ModelError(f"checkpoint {path} does not fit this model: {detail}") from None
+
+
+def build_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
+    """Rebuild the model a checkpoint describes and load its weights."""
+    from pcdistill.models import create_model
+
+    ckpt = load_checkpoint(path)
+    spec = ckpt["model"]
+    model = create_model(
+        spec["name"], num_classes=spec["num_classes"], width=spec["width"], **spec["kwargs"]
+    )
+    load_state(model, ckpt["state_dict"], path)
+    return model, ckpt

@@ -1,0 +1,165 @@
+"""Typed run configuration: YAML files plus `key=value` overrides.
+
+Pydantic does the checking, so a wrong key or value is reported with its dotted
+path (`optim.lr`) and what was expected, before any work starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pcdistill.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    root: str = "builtin"
+    format: str = "auto"
+    num_points: int = Field(1024, ge=1)
+    sampling: Literal["first", "random", "fps"] = "first"
+    classes: str | list[str] | None = None
+    normalize: bool = False
+    fps_order: bool = False
+    # Fraction of the train split held out (stratified, seeded) to pick best.pt; the test
+    # split is never used to select anything.
+    val_fraction: float = Field(0.0, ge=0, lt=1)
+    # Shape-level augmentation as ShapeAugment specs, e.g. [{name: translate, shift: 0.2}].
+    shape_augment: list[dict[str, Any]] = Field(
+        default_factory=lambda: [
+            {"name": "anisotropic_scale", "low": 2 / 3, "high": 3 / 2},
+            {"name": "translate", "shift": 0.2},
+        ]
+    )
+    jitter: float = Field(0.0, ge=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    shuffle: bool = False
+
+
+class ModelConfig(_Section):
+    name: str = "pointnet2_ssg"
+    width: float = Field(1.0, gt=0)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimConfig(_Section):
+    name: Literal["sgd", "adam", "adamw"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+
+
+class SchedConfig(_Section):
+    name: Literal["none", "cosine", "step", "onecycle"] = "cosine"
+    step_size: int = Field(20, ge=1)  # epochs, for `step`
+    gamma: float = Field(0.7, gt=0)
+    min_lr: float = Field(0.0, ge=0)
+    warmup_epochs: int = Field(0, ge=0)
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0)
+    amp: bool = False
+    device: str = "auto"
+    vote: int = Field(0, ge=0)  # extra augmented copies averaged at evaluation
+    checkpoint_every: int = Field(
+        0, ge=0
+    )  # steps between mid-epoch checkpoints, 0 = epoch ends only
+    threads: int | None = Field(None, ge=1)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "mps") and not v.startswith("cuda"):
+            raise ValueError(f"device must be auto, cpu, mps or cuda[:N], got {v!r}")
+        return v
+
+
+class RunConfig(_Section):
+    seed: int = 0
+    out: str = "runs/default"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    sched: SchedConfig = Field(default_factory=SchedConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        msg = msg.removeprefix("Value error, ")
+        got = "" if e["type"] == "extra_forbidden" else f" (got {e.get('input')!r})"
+        lines.append(f"{key}: {msg}{got}")
+    return f"invalid config {source}: " + "; ".join(lines)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for p in parents:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted!r}: {p!r} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`["optim.lr=0.01", "model.name=dgcnn"]` -> nested dict; values parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (or defaults), apply overrides, validate."""
+    tree: dict[str, Any] = {}
+    source = "(defaults)"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(
+                f"config file {path} must hold a mapping, got {type(loaded).__name__}"
+            )
+        tree = loaded or {}
+    if overrides:
+        tree = _merge(tree, parse_overrides(overrides))
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

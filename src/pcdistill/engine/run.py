@@ -1,0 +1,94 @@
+"""From a RunConfig to a trained model: load data, build the model, train."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pcdistill.data import PointCloudSet
+from pcdistill.engine.checkpoint import model_spec
+from pcdistill.engine.config import RunConfig
+from pcdistill.engine.trainer import Split, Trainer
+from pcdistill.errors import ConfigError
+
+
+def load_set(cfg: RunConfig, split: str) -> PointCloudSet:
+    """One split of the configured dataset, preprocessed as configured."""
+    from pcdistill.data import builtin_dataset, load_dataset
+
+    d = cfg.data
+    opts = dict(
+        num_points=d.num_points,
+        sampling=d.sampling,
+        classes=d.classes,
+        normalize=d.normalize,
+        fps_order=d.fps_order,
+        seed=cfg.seed,
+    )
+    if d.root == "builtin":
+        return builtin_dataset(split, **opts)
+    return load_dataset(d.root, split, format=d.format, **opts)
+
+
+def load_eval_split(cfg: RunConfig, split: str, class_names, source: str) -> Split:
+    """A split for evaluating a checkpoint, refusing a dataset with other classes."""
+    data = load_set(cfg, split)
+    if list(data.class_names) != list(class_names):
+        raise ConfigError(
+            f"{data.name} has classes {list(data.class_names)[:5]}..., but {source} was "
+            f"trained on {list(class_names)[:5]}..."
+        )
+    return _split(data.points, data.labels, data.class_names)
+
+
+def load_splits(cfg: RunConfig) -> tuple[Split, Split | None, Split, str]:
+    """(train, val or None, test, training-set fingerprint) as configured."""
+    d = cfg.data
+    train, test = load_set(cfg, "train"), load_set(cfg, "test")
+    fingerprint = train.fingerprint()
+    val = None
+    if d.val_fraction > 0:
+        fit_idx, val_idx = stratified_holdout(train.labels, d.val_fraction, cfg.seed)
+        val = _split(train.points[val_idx], train.labels[val_idx], train.class_names)
+        train_split = _split(train.points[fit_idx], train.labels[fit_idx], train.class_names)
+    else:
+        train_split = _split(train.points, train.labels, train.class_names)
+    return train_split, val, _split(test.points, test.labels, test.class_names), fingerprint
+
+
+def stratified_holdout(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held out): `fraction` of every class (at least one where a class has two)."""
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        k = min(max(round(fraction * len(idx)), 1), len(idx) - 1)
+        held.extend(rng.choice(idx, size=k, replace=False).tolist())
+    held_arr = np.sort(np.asarray(held, dtype=np.int64))
+    kept = np.setdiff1d(np.arange(len(labels)), held_arr)
+    return kept, held_arr
+
+
+def _split(points: np.ndarray, labels: np.ndarray, class_names) -> Split:
+    return Split(
+        torch.from_numpy(np.ascontiguousarray(points)),
+        torch.from_numpy(np.asarray(labels, dtype=np.int64)),
+        tuple(class_names),
+    )
+
+
+def build_trainer(cfg: RunConfig, quiet: bool = False) -> Trainer:
+    from pcdistill.models import create_model
+
+    torch.manual_seed(cfg.seed)  # model initialisation
+    train, val, test, fingerprint = load_splits(cfg)
+    num_classes = len(train.class_names)
+    spec = model_spec(cfg.model.name, num_classes, cfg.model.width, cfg.model.kwargs)
+    model = create_model(
+        cfg.model.name, num_classes=num_classes, width=cfg.model.width, **cfg.model.kwargs
+    )
+    return Trainer(
+        cfg, model, spec, train, test, val=val, dataset_fingerprint=fingerprint, quiet=quiet
+    )

@@ -1,0 +1,366 @@
+"""The training loop every method shares.
+
+A method plugs in as an *objective* (`objective(model, batch) -> (loss, logits)`)
+and, if it needs other inputs, as a *batch source* (anything with
+`steps_per_epoch` and `batch(epoch, step)`). The trainer owns the rest: optimiser,
+schedule, checkpoints, evaluation, logging and exact resume.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pcdistill.engine.batches import AugmentedBatches, Batch
+from pcdistill.engine.checkpoint import (
+    FORMAT,
+    VERSION,
+    atomic_save,
+    check_compatible,
+    load_checkpoint,
+    load_state,
+)
+from pcdistill.engine.config import RunConfig
+from pcdistill.engine.device import derive_seed, pick_device
+from pcdistill.engine.evaluate import evaluate
+from pcdistill.engine.runlog import RunLog
+from pcdistill.errors import ConfigError
+from pcdistill.transforms import ShapeAugment
+
+
+@dataclass
+class Split:
+    """One split held in memory as tensors."""
+
+    points: Tensor
+    labels: Tensor
+    class_names: tuple[str, ...]
+
+
+class Objective(Protocol):
+    def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]: ...
+
+
+class BatchSource(Protocol):
+    steps_per_epoch: int
+
+    def batch(self, epoch: int, step: int) -> Batch: ...
+
+
+class CrossEntropy:
+    """Plain supervised training (the `scratch` baseline)."""
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+        logits = model(batch.points)
+        return F.cross_entropy(logits, batch.labels, label_smoothing=self.label_smoothing), logits
+
+
+def build_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+
+
+def lr_factor(cfg: RunConfig, step: int, steps_per_epoch: int) -> float:
+    """Multiplier of the base lr at a global step; the schedule is stepped every batch."""
+    s, total = cfg.sched, cfg.train.epochs * steps_per_epoch
+    warmup = s.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return (step + 1) / warmup
+    floor = s.min_lr / cfg.optim.lr
+    if s.name == "cosine":
+        t = (step - warmup) / max(total - warmup, 1)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+    if s.name == "step":
+        return max(s.gamma ** (step // (s.step_size * steps_per_epoch)), floor)
+    if s.name == "onecycle":  # linear up for 30% of the run, cosine down to 1/1000
+        peak = max(int(0.3 * total), 1)
+        if step < peak:
+            return 0.04 + 0.96 * step / peak
+        t = (step - peak) / max(total - peak, 1)
+        return 1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * t))
+    return 1.0
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        model: nn.Module,
+        model_spec: dict,
+        train: Split,
+        test: Split,
+        val: Split | None = None,
+        objective: Objective | None = None,
+        batches: BatchSource | None = None,
+        dataset_fingerprint: str = "",
+        quiet: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.device = pick_device(cfg.train.device)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.model = model.to(self.device)
+        self.model_spec = model_spec
+        self.train_split, self.val_split, self.test_split = train, val, test
+        self.class_names = list(train.class_names)
+        self.fingerprint = dataset_fingerprint
+        self.objective = objective or CrossEntropy(cfg.train.label_smoothing)
+        self.shape_aug = ShapeAugment.from_spec(cfg.data.shape_augment)
+        self.batches = batches or AugmentedBatches(
+            train.points,
+            train.labels,
+            cfg.train.batch_size,
+            cfg.seed,
+            self.shape_aug,
+            point_aug=_point_augment(cfg),
+        )
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        params += list(getattr(self.objective, "extra_parameters", lambda: [])())
+        self.optimizer = build_optimizer(cfg, params)
+        spe = self.batches.steps_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(cfg, step, spe)
+        )
+        self.use_amp = cfg.train.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.out = Path(cfg.out)
+        self.quiet = quiet
+        # Progress, restored from a checkpoint on resume.
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.best_val: float | None = None
+        self.elapsed = 0.0
+        self.epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0}  # this epoch's running totals
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        objective_state = getattr(self.objective, "state_dict", None)
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": self.model_spec,
+            "class_names": self.class_names,
+            "dataset_fingerprint": self.fingerprint,
+            "config": self.cfg.model_dump(mode="json"),
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "objective": objective_state() if objective_state else None,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "best_val": self.best_val,
+            "elapsed": self.elapsed,
+            "epoch_sums": self.epoch_sums,
+        }
+
+    def save(self, name: str) -> None:
+        atomic_save(self._state(), self.out / name)
+
+    def restore(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        check_compatible(ckpt, path, self.model_spec, self.class_names)
+        if ckpt["dataset_fingerprint"] != self.fingerprint:
+            raise ConfigError(
+                f"checkpoint {path} was trained on dataset {ckpt['dataset_fingerprint'][:12]}, "
+                f"but this run's dataset is {self.fingerprint[:12]}"
+            )
+        load_state(self.model, ckpt["state_dict"], path)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        if ckpt["objective"] is not None:
+            self.objective.load_state_dict(ckpt["objective"])
+        self.epoch, self.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
+        self.global_step, self.best_val = ckpt["global_step"], ckpt["best_val"]
+        self.elapsed, self.epoch_sums = ckpt["elapsed"], ckpt["epoch_sums"]
+        _truncate_log(self.out / "metrics.jsonl", self.global_step)
+
+    # ---- the loop ----------------------------------------------------------------------
+    def train_step(self, batch: Batch) -> tuple[float, int]:
+        self.model.train()
+        # Dropout and any other global-RNG draw of this step come from (epoch, step).
+        torch.manual_seed(derive_seed(self.cfg.seed, "torch", self.epoch, self.step_in_epoch))
+        batch = batch.to(self.device)
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            loss, logits = self.objective(self.model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss became {loss.item()} at epoch {self.epoch} step {self.step_in_epoch}; "
+                f"lower optim.lr or set train.grad_clip"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.train.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        correct = int((logits.argmax(1) == batch.labels).sum())
+        return loss.item(), correct
+
+    def evaluate(self, split: Split) -> dict:
+        return evaluate(
+            self.model,
+            split.points,
+            split.labels,
+            split.class_names,
+            self.device,
+            self.cfg.train.eval_batch_size,
+            self.cfg.train.vote,
+            self.shape_aug,
+            self.cfg.seed,
+        )
+
+    def fit(self, resume: bool = False) -> dict:
+        """Train to the configured number of epochs; returns the summary also written to disk."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        last = self.out / "last.pt"
+        if resume:
+            if not last.is_file():
+                raise ConfigError(f"nothing to resume: {last} does not exist")
+            self.restore(last)
+        elif last.exists():
+            raise ConfigError(f"{self.out} already holds a run; use --resume or another out folder")
+        (self.out / "config.yaml").write_text(_yaml(self.cfg))
+        log = RunLog(self.out, quiet=self.quiet)
+        spe, bs = self.batches.steps_per_epoch, self.cfg.train.batch_size
+        every = self.cfg.train.checkpoint_every
+        try:
+            while self.epoch < self.cfg.train.epochs:
+                desc = f"epoch {self.epoch + 1}/{self.cfg.train.epochs}"
+                bar = log.progress(spe, self.step_in_epoch, desc)
+                t0 = start = time.perf_counter()
+                done = 0
+                while self.step_in_epoch < spe:
+                    loss, correct = self.train_step(
+                        self.batches.batch(self.epoch, self.step_in_epoch)
+                    )
+                    self.step_in_epoch += 1
+                    self.global_step += 1
+                    done += bs
+                    sums = self.epoch_sums
+                    sums["loss"] += loss * bs
+                    sums["correct"] += correct
+                    sums["seen"] += bs
+                    bar.update(1)
+                    rate = done / (time.perf_counter() - start)
+                    bar.set_postfix(
+                        loss=f"{loss:.3f}", acc=f"{correct / bs:.3f}", sps=f"{rate:.1f}"
+                    )
+                    log.log(
+                        "train_step",
+                        self.global_step,
+                        loss=loss,
+                        acc=correct / bs,
+                        lr=self.scheduler.get_last_lr()[0],
+                    )
+                    if every and self.global_step % every == 0 and self.step_in_epoch < spe:
+                        self._tick(t0)
+                        t0 = time.perf_counter()
+                        self.save("last.pt")
+                bar.close()
+                self._tick(t0)
+                self._end_epoch(log, samples_per_s=done / (time.perf_counter() - start))
+        finally:
+            log.close()
+        return self._summary()
+
+    def _tick(self, since: float) -> None:
+        self.elapsed += time.perf_counter() - since
+
+    def _end_epoch(self, log: RunLog, samples_per_s: float) -> None:
+        sums = self.epoch_sums
+        record: dict[str, Any] = {
+            "epoch": self.epoch + 1,
+            "train_loss": sums["loss"] / sums["seen"],
+            "train_acc": sums["correct"] / sums["seen"],
+        }
+        improved = False
+        if self.val_split is not None:
+            val = self.evaluate(self.val_split)
+            record.update(val_oa=val["oa"], val_macc=val["macc"])
+            improved = self.best_val is None or val["oa"] > self.best_val
+            if improved:
+                self.best_val = val["oa"]
+        test = self.evaluate(self.test_split)  # logged for curves; never used to select
+        record.update(test_oa=test["oa"], test_macc=test["macc"], test_loss=test["loss"])
+        log.log(
+            "epoch", self.global_step, **record, elapsed=self.elapsed, samples_per_s=samples_per_s
+        )
+        log.info(
+            " ".join(
+                f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+            )
+        )
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0}
+        self.save("last.pt")
+        if improved:
+            self.save("best.pt")
+        (self.out / "test_metrics_last.json").write_text(json.dumps(test, indent=1))
+
+    def _summary(self) -> dict:
+        test = json.loads((self.out / "test_metrics_last.json").read_text())
+        summary = {
+            "model": self.model_spec,
+            "params": sum(p.numel() for p in self.model.parameters()),
+            "epochs": self.cfg.train.epochs,
+            "seed": self.cfg.seed,
+            "wall_time_s": self.elapsed,
+            "dataset_fingerprint": self.fingerprint,
+            "test_last": {k: test[k] for k in ("oa", "macc", "loss", "num_samples")},
+            "best_val_oa": self.best_val,
+        }
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        return summary
+
+
+def _point_augment(cfg: RunConfig):
+    from pcdistill.transforms import Jitter, PointAugment, RandomDropout, Shuffle
+
+    parts: list = []
+    if cfg.data.dropout > 0:
+        parts.append(RandomDropout(cfg.data.dropout))
+    if cfg.data.jitter > 0:
+        parts.append(Jitter(sigma=cfg.data.jitter, clip=5 * cfg.data.jitter))
+    if cfg.data.shuffle:
+        parts.append(Shuffle())
+    return PointAugment(parts) if parts else None
+
+
+def _yaml(cfg: RunConfig) -> str:
+    from pcdistill.engine.config import dump_config
+
+    return dump_config(cfg)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from; they will be redone."""
+    if not path.is_file():
+        return
+    keep = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line)["step"] <= step
+    ]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    tmp.replace(path)

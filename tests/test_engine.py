@@ -1,0 +1,163 @@
+"""The trainer: determinism, exact resume after a kill, checkpoints, config errors, metrics."""
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pcdistill.engine.checkpoint import build_from_checkpoint, load_checkpoint
+from pcdistill.engine.config import load_config
+from pcdistill.engine.metrics import confusion_matrix, summarize
+from pcdistill.engine.run import build_trainer, stratified_holdout
+from pcdistill.engine.runlog import read_metrics
+from pcdistill.engine.trainer import lr_factor
+from pcdistill.errors import ConfigError, ModelError
+
+# A run small enough for a unit test: PointNet at width 1/8 on 128 points of the built-in data.
+TINY = [
+    "model.name=pointnet",
+    "model.width=0.125",
+    "data.num_points=128",
+    "train.batch_size=32",
+    "train.eval_batch_size=120",
+    "train.threads=1",
+    "optim.lr=0.01",
+]
+
+
+def tiny_cfg(out: Path, *extra: str):
+    return load_config(None, [*TINY, f"out={out}", *extra])
+
+
+def test_same_config_and_seed_give_the_same_metrics(tmp_path):
+    a = build_trainer(tiny_cfg(tmp_path / "a", "train.epochs=1"), quiet=True).fit()
+    b = build_trainer(tiny_cfg(tmp_path / "b", "train.epochs=1"), quiet=True).fit()
+    c = build_trainer(tiny_cfg(tmp_path / "c", "train.epochs=1", "seed=1"), quiet=True).fit()
+    assert a["test_last"] == b["test_last"]
+    assert a["test_last"]["loss"] != c["test_last"]["loss"]
+    steps = [r["loss"] for r in read_metrics(tmp_path / "a") if r["event"] == "train_step"]
+    assert steps == [r["loss"] for r in read_metrics(tmp_path / "b") if r["event"] == "train_step"]
+
+
+def _run_cli(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pcdistill", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_resume_after_kill_mid_epoch_reaches_the_same_result(tmp_path):
+    """SIGKILL a real training process mid-epoch, resume it, compare with an uninterrupted run."""
+    extra = ["train.epochs=2", "train.checkpoint_every=3", "data.val_fraction=0.125", "--quiet"]
+    full = _run_cli("train", *TINY, f"out={tmp_path / 'full'}", *extra)
+    assert full.wait(timeout=300) == 0, full.stderr.read()
+
+    killed = tmp_path / "killed"
+    proc = _run_cli("train", *TINY, f"out={killed}", *extra)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # wait for the mid-epoch checkpoint of step 3 and a bit more
+        if (killed / "last.pt").exists() and len(read_metrics(killed)) >= 5:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpt = load_checkpoint(killed / "last.pt")
+    assert ckpt["epoch"] == 0 and 0 < ckpt["step_in_epoch"] < 8, "the kill must land mid-epoch"
+
+    resumed = _run_cli("train", "--resume", str(killed), "--quiet")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+
+    a = json.loads((tmp_path / "full" / "summary.json").read_text())
+    b = json.loads((killed / "summary.json").read_text())
+    assert a["test_last"] == b["test_last"] and a["best_val_oa"] == b["best_val_oa"]
+    wa, _ = build_from_checkpoint(tmp_path / "full" / "last.pt")
+    wb, _ = build_from_checkpoint(killed / "last.pt")
+    for (name, pa), pb in zip(wa.state_dict().items(), wb.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+    # The log was rewound to the checkpoint, so it reads like one uninterrupted run.
+    log_a = [(r["event"], r["step"]) for r in read_metrics(tmp_path / "full")]
+    log_b = [(r["event"], r["step"]) for r in read_metrics(killed)]
+    assert log_a == log_b
+
+
+def test_checkpoint_refuses_another_architecture_or_class_list(tmp_path):
+    trainer = build_trainer(tiny_cfg(tmp_path / "run", "train.epochs=1"), quiet=True)
+    trainer.fit()
+    other = build_trainer(
+        tiny_cfg(tmp_path / "run", "train.epochs=2", "model.width=0.25"), quiet=True
+    )
+    with pytest.raises(ModelError, match="width"):
+        other.fit(resume=True)
+    wrong_classes = build_trainer(
+        tiny_cfg(tmp_path / "run", "train.epochs=2", "data.classes=modelnet10"), quiet=True
+    )
+    with pytest.raises(ModelError, match="classes"):
+        wrong_classes.fit(resume=True)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        build_trainer(tiny_cfg(tmp_path / "run", "train.epochs=1"), quiet=True).fit()
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match=r"broken\.pt"):
+        load_checkpoint(tmp_path / "broken.pt")
+
+
+def test_bad_config_names_the_key_and_value(tmp_path):
+    with pytest.raises(ConfigError, match=r"optim\.lrr: unknown key"):
+        load_config(None, ["optim.lrr=0.1"])
+    with pytest.raises(ConfigError, match=r"train\.epochs.*got -1"):
+        load_config(None, ["train.epochs=-1"])
+    with pytest.raises(ConfigError, match=r"optim\.name"):
+        load_config(None, ["optim.name=lion"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["optim.lr"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochs: [1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    proc = _run_cli("train", "train.batch_size=zero")
+    assert proc.wait(timeout=60) == 2
+    err = proc.stderr.read()
+    assert "train.batch_size" in err and "Traceback" not in err
+
+
+def test_summarize_golden_values():
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    preds = np.array([0, 0, 1, 1, 0, 2])
+    cm = confusion_matrix(labels, preds, 4)
+    assert cm[:3, :3].tolist() == [[2, 1, 0], [1, 1, 0], [0, 0, 1]]
+    m = summarize(cm, ["a", "b", "c", "d"])
+    assert m["oa"] == pytest.approx(4 / 6)
+    assert m["macc"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)  # class d has no samples
+    assert m["per_class"] == {"a": pytest.approx(2 / 3), "b": 0.5, "c": 1.0, "d": None}
+
+
+def test_lr_schedules():
+    cfg = load_config(None, ["train.epochs=10", "optim.lr=0.1", "sched.min_lr=0.001"])
+    f = [lr_factor(cfg, s, 5) for s in range(50)]
+    assert f[0] == pytest.approx(1.0, abs=1e-3) and f[-1] == pytest.approx(0.01, abs=1e-3)
+    assert all(a >= b for a, b in itertools.pairwise(f))
+    step = load_config(None, ["sched.name=step", "sched.step_size=2", "sched.gamma=0.5"])
+    assert [lr_factor(step, s, 5) for s in (0, 9, 10, 20)] == [1.0, 1.0, 0.5, 0.25]
+    warm = load_config(None, ["sched.warmup_epochs=1"])
+    assert lr_factor(warm, 0, 4) == 0.25
+
+
+def test_stratified_holdout_is_per_class_and_seeded():
+    labels = np.repeat(np.arange(4), 10)
+    kept, held = stratified_holdout(labels, 0.2, seed=3)
+    assert np.bincount(labels[held]).tolist() == [2, 2, 2, 2]
+    assert len(np.intersect1d(kept, held)) == 0 and len(kept) + len(held) == 40
+    assert np.array_equal(held, stratified_holdout(labels, 0.2, seed=3)[1])

@@ -1,8 +1,8 @@
 """Datasets: readers for the real point-cloud formats, one in-memory type, preprocessing.
 
-    from pcdistill.data import load_dataset
-    train = load_dataset("../shared/data/modelnet40_hdf5_1024", "train", num_points=1024)
-    train.points, train.labels, train.class_names, train.fingerprint()
+from pcdistill.data import load_dataset
+train = load_dataset("../shared/data/modelnet40_hdf5_1024", "train", num_points=1024)
+train.points, train.labels, train.class_names, train.fingerprint()
 """
 
 from pcdistill.data.dataset import PointCloudSet, concat

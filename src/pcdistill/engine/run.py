@@ -8,7 +8,7 @@ import torch
 from pcdistill.data import PointCloudSet
 from pcdistill.engine.checkpoint import model_spec
 from pcdistill.engine.config import RunConfig
-from pcdistill.engine.trainer import Split, Trainer
+from pcdistill.engine.trainer import Objective, Split, Trainer
 from pcdistill.errors import ConfigError
 
 
@@ -79,7 +79,9 @@ def _split(points: np.ndarray, labels: np.ndarray, class_names) -> Split:
     )
 
 
-def build_trainer(cfg: RunConfig, quiet: bool = False) -> Trainer:
+def build_trainer(
+    cfg: RunConfig, quiet: bool = False, objective: Objective | None = None
+) -> Trainer:
     from pcdistill.models import create_model
 
     torch.manual_seed(cfg.seed)  # model initialisation
@@ -90,5 +92,13 @@ def build_trainer(cfg: RunConfig, quiet: bool = False) -> Trainer:
         cfg.model.name, num_classes=num_classes, width=cfg.model.width, **cfg.model.kwargs
     )
     return Trainer(
-        cfg, model, spec, train, test, val=val, dataset_fingerprint=fingerprint, quiet=quiet
+        cfg,
+        model,
+        spec,
+        train,
+        test,
+        val=val,
+        dataset_fingerprint=fingerprint,
+        objective=objective,
+        quiet=quiet,
     )

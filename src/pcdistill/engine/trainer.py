@@ -120,6 +120,8 @@ class Trainer:
         self.class_names = list(train.class_names)
         self.fingerprint = dataset_fingerprint
         self.objective = objective or CrossEntropy(cfg.train.label_smoothing)
+        if hasattr(self.objective, "to"):  # objectives holding a teacher or a critic
+            self.objective.to(self.device)
         self.shape_aug = ShapeAugment.from_spec(cfg.data.shape_augment)
         self.batches = batches or AugmentedBatches(
             train.points,

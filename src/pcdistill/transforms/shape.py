@@ -53,7 +53,9 @@ class AnisotropicScale(ShapeTransform):
 
     def __init__(self, low: float = 2 / 3, high: float = 3 / 2) -> None:
         if not 0 < low <= high:
-            raise ConfigError(f"anisotropic_scale needs 0 < low <= high, got low={low}, high={high}")
+            raise ConfigError(
+                f"anisotropic_scale needs 0 < low <= high, got low={low}, high={high}"
+            )
         self.low, self.high = float(low), float(high)
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:

@@ -1,0 +1,215 @@
+"""Compiled CPU kernels (numba) behind the point ops.
+
+Why numba: on 32 x 1024 ModelNet40 clouds on this 2-core CPU these plain loops beat
+the torch path and every wheel we measured (BENCHMARKS.md). A ball query scans the
+distances once in index order and stops at k hits instead of sorting all N;
+kNN keeps a k-long sorted list instead of a full top-k; FPS runs one cloud per
+thread with no per-step dispatch. fpsample's only exact FPS (`fps_sampling`) was
+4-5x slower and holds the GIL; its bucket variants return other indices. For 3-D kNN
+pykdtree was ~2x faster on a quiet machine, but its bundled OpenMP hangs a forked
+child (a DataLoader worker) once the parent has queried a tree; scipy's cKDTree was
+no faster than this kernel and compares float64 distances, so near-ties could differ.
+
+Identical indices: every kernel does the arithmetic of `distance.square_distance`
+(coordinate differences, squared and summed in coordinate order, never fused) and
+breaks ties towards the lower index, as torch's argmax does. torch.topk promises no
+order among exactly equal distances, so there (and only there) kNN may differ.
+
+Threads: each kernel fills a range of clouds (FPS) or queries (kNN, ball query) with
+the GIL released, and `_run` hands chunks of the range to a thread pool sized by
+torch.get_num_threads(), so one knob sets both (DataLoader workers get 1 thread and
+run serially). We do not use numba's own threading layer: its default OpenMP layer is
+not fork-safe on Linux (numba's docs), and a forked DataLoader worker must keep
+working; our pool is re-created in a forked child (tests/test_ops.py checks it).
+Chunks outnumber threads, so a thread slowed by another process hands the rest of
+its work to the others.
+`cache=True` stores the machine code beside this file, so only the first run on a
+machine pays the compile (~5 s for all kernels).
+"""
+
+import itertools
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+import torch
+from torch import Tensor
+
+from pcdistill.ops.distance import EXACT_MAX_DIM, square_distance
+
+_jit = numba.njit(nogil=True, cache=True)
+
+CHUNKS_PER_THREAD = 4
+
+
+@_jit
+def _square_distance_row(ref: np.ndarray, q: np.ndarray, d: np.ndarray) -> None:
+    """d[j] = squared distance from q (C,) to ref[:, j] of ref (C, N), in coordinate order.
+
+    Runs over 1-D rows so the loops vectorise (3x faster than indexing ref[a, j]).
+    """
+    x, qa = ref[0], q[0]
+    for j in range(d.shape[0]):
+        diff = x[j] - qa
+        d[j] = diff * diff
+    for a in range(1, ref.shape[0]):
+        x, qa = ref[a], q[a]
+        for j in range(d.shape[0]):
+            diff = x[j] - qa
+            d[j] += diff * diff
+
+
+@_jit
+def _farthest_point_sample(points: np.ndarray, out: np.ndarray, lo: int, hi: int) -> None:
+    """FPS from index 0 of clouds lo..hi-1 of points (B, C, N) into out (B, m)."""
+    _, c, n = points.shape
+    m = out.shape[1]
+    nearest = np.empty(n, points.dtype)  # squared distance to the picked set
+    d = np.empty(n, points.dtype)
+    picked = np.empty(c, points.dtype)
+    for i in range(lo, hi):
+        p = points[i]
+        nearest[:] = np.inf
+        last = 0
+        if m > 0:
+            out[i, 0] = 0
+        for s in range(1, m):
+            for a in range(c):
+                picked[a] = p[a, last]
+            _square_distance_row(p, picked, d)
+            for j in range(n):
+                nearest[j] = min(nearest[j], d[j])
+            last = 0
+            for j in range(1, n):
+                if nearest[j] > nearest[last]:
+                    last = j
+            out[i, s] = last
+
+
+@_jit
+def _ball_query(
+    query: np.ndarray, ref: np.ndarray, r2: float, out: np.ndarray, lo: int, hi: int
+) -> None:
+    """First k ref (B, C, N) indices with d² <= r2 for flat queries lo..hi-1 of query (B, M, C).
+
+    Computing all N distances in one vectorised pass and then scanning beat stopping
+    early in blocks: hits are sparse, so the scan rarely stops much before N.
+    """
+    m = query.shape[1]
+    k = out.shape[2]
+    d = np.empty(ref.shape[2], ref.dtype)
+    for t in range(lo, hi):
+        i, q = t // m, t % m
+        _square_distance_row(ref[i], query[i, q], d)
+        hits = out[i, q]
+        found = 0
+        for j in range(d.shape[0]):
+            if d[j] <= r2:
+                hits[found] = j
+                found += 1
+                if found == k:
+                    break
+        first = hits[0] if found else 0  # an empty ball gets index 0
+        hits[found:] = first
+
+
+@_jit
+def _smallest_k_row(d: np.ndarray, out: np.ndarray) -> None:
+    """Write into out (k,) the indices of the k smallest of d (N,), ascending, ties by index."""
+    k = out.shape[0]
+    best = np.full(k, np.inf, d.dtype)
+    for j in range(d.shape[0]):
+        dj = d[j]
+        if dj < best[k - 1]:
+            s = k - 1
+            while s > 0 and best[s - 1] > dj:
+                best[s] = best[s - 1]
+                out[s] = out[s - 1]
+                s -= 1
+            best[s] = dj
+            out[s] = j
+
+
+@_jit
+def _knn_exact(query: np.ndarray, ref: np.ndarray, out: np.ndarray, lo: int, hi: int) -> None:
+    """k nearest of ref (B, C, N), C <= 3, for flat queries lo..hi-1 of query (B, M, C)."""
+    m = query.shape[1]
+    d = np.empty(ref.shape[2], ref.dtype)
+    for t in range(lo, hi):
+        i, q = t // m, t % m
+        _square_distance_row(ref[i], query[i, q], d)
+        _smallest_k_row(d, out[i, q])
+
+
+@_jit
+def _smallest_k(d: np.ndarray, out: np.ndarray, lo: int, hi: int) -> None:
+    """Indices of the k smallest of each flat row lo..hi-1 of d (B, M, N), ascending."""
+    m = d.shape[1]
+    for t in range(lo, hi):
+        _smallest_k_row(d[t // m, t % m], out[t // m, t % m])
+
+
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (owner pid, threads, pool)
+
+
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    """A pool of `threads` workers owned by this process: a forked child makes its own."""
+    global _pool
+    if _pool is None or _pool[:2] != (os.getpid(), threads):
+        if _pool is not None and _pool[0] == os.getpid():
+            _pool[2].shutdown(wait=False)
+        _pool = (os.getpid(), threads, ThreadPoolExecutor(threads, "pcdistill-ops"))
+    return _pool[2]
+
+
+def _run(kernel: Callable[..., None], total: int, *args: object) -> None:
+    """Call kernel(*args, lo, hi) over 0..total-1, in chunks spread over torch's threads."""
+    threads = min(torch.get_num_threads(), total)
+    if threads <= 1:
+        kernel(*args, 0, total)
+        return
+    pool = _thread_pool(threads)
+    bounds = np.linspace(0, total, min(total, threads * CHUNKS_PER_THREAD) + 1).astype(int)
+    jobs = [pool.submit(kernel, *args, lo, hi) for lo, hi in itertools.pairwise(bounds)]
+    for job in jobs:
+        job.result()
+
+
+def _channels_first(x: Tensor) -> np.ndarray:
+    """(B, N, C) tensor -> contiguous (B, C, N) array, so inner loops run over points."""
+    return np.ascontiguousarray(x.detach().transpose(1, 2).numpy())
+
+
+def _numpy(x: Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().numpy())
+
+
+def farthest_point_sample(xyz: Tensor, m: int) -> Tensor:
+    """CPU kernel for `sampling.farthest_point_sample`."""
+    out = np.empty((xyz.shape[0], m), np.int64)
+    _run(_farthest_point_sample, xyz.shape[0], _channels_first(xyz), out)
+    return torch.from_numpy(out)
+
+
+def ball_query(query: Tensor, ref: Tensor, radius: float, k: int) -> Tensor:
+    """CPU kernel for `neighbors.ball_query`; coordinates only (C <= 3)."""
+    b, m, _ = query.shape
+    r2 = float(torch.tensor(radius * radius, dtype=ref.dtype))  # rounded as torch compares
+    out = np.empty((b, m, k), np.int64)
+    _run(_ball_query, b * m, _numpy(query), _channels_first(ref), r2, out)
+    return torch.from_numpy(out)
+
+
+def knn(query: Tensor, ref: Tensor, k: int) -> Tensor:
+    """CPU kernel for `neighbors.knn`: fused for coordinates, selection only for features."""
+    b, m, _ = query.shape
+    out = np.empty((b, m, k), np.int64)
+    if query.shape[-1] <= EXACT_MAX_DIM:
+        _run(_knn_exact, b * m, _numpy(query), _channels_first(ref), out)
+    else:
+        with torch.no_grad():
+            d = square_distance(query, ref)
+        _run(_smallest_k, b * m, d.numpy(), out)
+    return torch.from_numpy(out)

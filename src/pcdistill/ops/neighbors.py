@@ -1,0 +1,80 @@
+"""Neighbour search: k nearest neighbours and PointNet++ ball query.
+
+Distances come from `distance.square_distance`, so both backends compare the same
+numbers: exact for coordinates, a matmul expansion for wide features.
+"""
+
+import torch
+from torch import Tensor
+
+from pcdistill.ops.backend import use_cpu_kernels
+from pcdistill.ops.distance import EXACT_MAX_DIM, square_distance
+
+OUTSIDE = torch.iinfo(torch.long).max  # ball-query key of points outside the ball
+
+
+def knn(query: Tensor, ref: Tensor, k: int) -> Tensor:
+    """Indices (B, M, k) of each query's (B, M, C) k nearest ref points (B, N, C), nearest first.
+
+    Exactly equal distances are listed lower index first on the CPU kernels; torch.topk
+    (the torch path) promises no order among them.
+    """
+    _check_pair(query, ref)
+    if not 1 <= k <= ref.shape[1]:
+        raise ValueError(f"k must be in [1, {ref.shape[1]}] for {ref.shape[1]} points, got {k}")
+    if use_cpu_kernels(query, ref):
+        from pcdistill.ops import cpu_kernels
+
+        return cpu_kernels.knn(query, ref, k)
+    with torch.no_grad():
+        return square_distance(query, ref).topk(k, dim=-1, largest=False, sorted=True).indices
+
+
+def ball_query(query: Tensor, ref: Tensor, radius: float, k: int) -> Tensor:
+    """Indices (B, M, k) of the first k ref points (in index order) within radius of each query.
+
+    Standard PointNet++ semantics: a point at distance exactly `radius` is inside, and
+    empty slots repeat the first point found. A ball with no point at all (a query far
+    from ref) gets index 0 everywhere, as the reference CUDA kernel leaves it.
+    """
+    _check_pair(query, ref)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if radius <= 0:
+        raise ValueError(f"radius must be > 0, got {radius}")
+    if query.shape[-1] <= EXACT_MAX_DIM and use_cpu_kernels(query, ref):
+        from pcdistill.ops import cpu_kernels
+
+        return cpu_kernels.ball_query(query, ref, radius, k)
+    with torch.no_grad():
+        return _ball_query_torch(query, ref, radius, k)
+
+
+def _ball_query_torch(query: Tensor, ref: Tensor, radius: float, k: int) -> Tensor:
+    """Key each point by its index, or OUTSIDE; the k smallest keys are the answer.
+
+    A top-k of k keys is cheaper than sorting all N (the classic implementation), and
+    keeps shapes static so it traces and exports.
+    """
+    n = ref.shape[1]
+    inside = square_distance(query, ref) <= radius * radius
+    key = torch.where(inside, torch.arange(n, device=ref.device), OUTSIDE)
+    idx = key.topk(min(k, n), dim=-1, largest=False, sorted=True).values
+    first = idx[..., :1]
+    first = torch.where(first == OUTSIDE, 0, first)  # empty ball
+    idx = torch.where(idx == OUTSIDE, first, idx)
+    if k > n:
+        idx = torch.cat([idx, first.expand(*first.shape[:-1], k - n)], dim=-1)
+    return idx
+
+
+def _check_pair(query: Tensor, ref: Tensor) -> None:
+    if query.ndim != 3 or ref.ndim != 3:
+        raise ValueError(
+            f"query and ref must be (B, M, C) and (B, N, C), got "
+            f"{tuple(query.shape)} and {tuple(ref.shape)}"
+        )
+    if query.shape[0] != ref.shape[0] or query.shape[2] != ref.shape[2]:
+        raise ValueError(
+            f"query {tuple(query.shape)} and ref {tuple(ref.shape)} differ in batch or channels"
+        )

@@ -1,0 +1,116 @@
+"""`pcdistill report`: a Markdown page with PNG plots for one or more runs.
+
+Reads only what a run folder holds (metrics.jsonl, summary.json,
+test_metrics_last.json), so it works on finished, killed or copied runs alike.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pcdistill.engine.runlog import read_metrics
+from pcdistill.errors import ConfigError
+
+
+def _load_run(run_dir: Path) -> dict:
+    if not (run_dir / "metrics.jsonl").is_file():
+        raise ConfigError(f"{run_dir} is not a run folder (no metrics.jsonl)")
+    run = {"dir": run_dir, "name": run_dir.name, "events": read_metrics(run_dir)}
+    for key, file in (("summary", "summary.json"), ("test", "test_metrics_last.json")):
+        path = run_dir / file
+        run[key] = json.loads(path.read_text()) if path.is_file() else None
+    return run
+
+
+def write_report(run_dirs: list[str | Path], out: str | Path) -> Path:
+    """Write out/report.md with curves, confusion matrices and accuracy vs parameters."""
+    try:
+        import matplotlib
+    except ImportError:
+        msg = "pcdistill report needs matplotlib: pip install 'pcdistill[viz]'"
+        raise ConfigError(msg) from None
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [_load_run(Path(d)) for d in run_dirs]
+    md = ["# pcdistill report", ""]
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for run in runs:
+        epochs = [e for e in run["events"] if e["event"] == "epoch"]
+        x = [e["epoch"] for e in epochs]
+        ax_loss.plot(x, [e["train_loss"] for e in epochs], label=f"{run['name']} train")
+        ax_loss.plot(x, [e["test_loss"] for e in epochs], "--", label=f"{run['name']} test")
+        ax_acc.plot(x, [e["test_oa"] for e in epochs], label=f"{run['name']} test OA")
+        if epochs and "val_oa" in epochs[0]:
+            ax_acc.plot(x, [e["val_oa"] for e in epochs], ":", label=f"{run['name']} val OA")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
+    md += ["## Training curves", "", "![curves](curves.png)", ""]
+
+    md += [
+        "## Results",
+        "",
+        "| run | model | params | epochs | wall time (s) | test OA | test mAcc |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    points = []
+    for run in runs:
+        s = run["summary"]
+        if s is None:
+            md.append(f"| {run['name']} | (unfinished) | | | | | |")
+            continue
+        name = f"{s['model']['name']} x{s['model']['width']:g}"
+        oa, macc = s["test_last"]["oa"], s["test_last"]["macc"]
+        md.append(f"| {run['name']} | {name} | {s['params']:,} | {s['epochs']} | "
+                  f"{s['wall_time_s']:.0f} | {oa:.4f} | {macc:.4f} |")  # fmt: skip
+        points.append((s["params"], oa, run["name"]))
+    md.append("")
+
+    if points:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for params, oa, name in points:
+            ax.scatter(params, oa)
+            ax.annotate(name, (params, oa), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        ax.set(xscale="log", xlabel="parameters", ylabel="test OA", title="accuracy vs size")
+        ax.grid(alpha=0.3, which="both")
+        fig.tight_layout()
+        fig.savefig(out / "accuracy_vs_params.png", dpi=110)
+        plt.close(fig)
+        md += ["## Accuracy vs parameters", "", "![size](accuracy_vs_params.png)", ""]
+
+    for run in runs:
+        if run["test"] is None:
+            continue
+        cm = np.asarray(run["test"]["confusion"], dtype=float)
+        names = list(run["test"]["per_class"])
+        rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+        fig, ax = plt.subplots(figsize=(9, 8))
+        im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(names)), names, fontsize=6)
+        ax.set(
+            xlabel="predicted", ylabel="true", title=f"{run['name']}: confusion (row-normalised)"
+        )
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.tight_layout()
+        png = f"confusion_{run['name']}.png"
+        fig.savefig(out / png, dpi=110)
+        plt.close(fig)
+        md += [f"## Confusion matrix: {run['name']}", "", f"![confusion]({png})", ""]
+
+    path = out / "report.md"
+    path.write_text("\n".join(md))
+    return path

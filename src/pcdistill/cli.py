@@ -179,6 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 0
+    from pcdistill.engine.device import tune_cpu_allocator
+
+    tune_cpu_allocator()
     try:
         return func(args)
     except PcdistillError as err:

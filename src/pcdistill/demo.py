@@ -22,11 +22,14 @@ TEACHER = ("pointnet2_ssg", 0.5)
 STUDENT = ("pointnet2_msg", 0.125)  # T3DNet's tiny model
 
 
-def _config(out: Path, data: str, name: str, width: float, epochs: int, seed: int) -> RunConfig:
+def _config(
+    out: Path, data: str, name: str, width: float, epochs: int, seed: int, num_points: int
+) -> RunConfig:
     return load_config(
         None,
         [
             f"out={out}",
+            f"data.num_points={num_points}",
             f"seed={seed}",
             f"data.root={data}",
             f"model.name={name}",
@@ -41,15 +44,16 @@ def _config(out: Path, data: str, name: str, width: float, epochs: int, seed: in
 
 def run_demo(
     out: Path, data: str = "builtin", teacher_epochs: int = 10, student_epochs: int = 10,
-    seed: int = 0, quiet: bool = False,
+    seed: int = 0, quiet: bool = False, teacher: tuple[str, float] = TEACHER,
+    student: tuple[str, float] = STUDENT, num_points: int = 1024,
 ) -> list[dict]:  # fmt: skip
     """Train, distill, evaluate and profile; returns one row per model."""
     out.mkdir(parents=True, exist_ok=True)
-    t_cfg = _config(out / "teacher", data, *TEACHER, teacher_epochs, seed)
+    t_cfg = _config(out / "teacher", data, *teacher, teacher_epochs, seed, num_points)
     teacher_summary = build_trainer(t_cfg, quiet=quiet).fit()
     teacher, _ = build_from_checkpoint(out / "teacher" / "last.pt")
 
-    s_cfg = _config(out / "student", data, *STUDENT, student_epochs, seed)
+    s_cfg = _config(out / "student", data, *student, student_epochs, seed, num_points)
     student_trainer = build_trainer(s_cfg, quiet=quiet, objective=OnlineKD(teacher))
     student_summary = student_trainer.fit()
 

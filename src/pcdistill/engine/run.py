@@ -84,6 +84,11 @@ def build_trainer(
 ) -> Trainer:
     from pcdistill.models import create_model
 
+    if cfg.model.kwargs.get("fps_ordered") and not cfg.data.fps_order:
+        raise ConfigError(
+            "model.kwargs.fps_ordered=true takes the first points as the FPS sample, which is "
+            "only right on FPS-ordered clouds: set data.fps_order=true as well"
+        )
     torch.manual_seed(cfg.seed)  # model initialisation
     train, val, test, fingerprint = load_splits(cfg)
     num_classes = len(train.class_names)

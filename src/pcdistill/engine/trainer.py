@@ -29,7 +29,7 @@ from pcdistill.engine.checkpoint import (
     load_state,
 )
 from pcdistill.engine.config import RunConfig
-from pcdistill.engine.device import derive_seed, pick_device
+from pcdistill.engine.device import derive_seed, pick_device, tune_cpu_allocator
 from pcdistill.engine.evaluate import evaluate
 from pcdistill.engine.runlog import RunLog
 from pcdistill.errors import ConfigError
@@ -112,6 +112,8 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.device = pick_device(cfg.train.device)
+        if self.device.type == "cpu":
+            tune_cpu_allocator()
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.model = model.to(self.device)

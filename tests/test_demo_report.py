@@ -1,0 +1,45 @@
+"""The quickstart pipeline and the report, end to end on the built-in data."""
+
+import json
+
+from pcdistill.cli import main
+from pcdistill.demo import run_demo
+from pcdistill.engine.checkpoint import load_checkpoint
+
+
+def test_demo_trains_distills_and_compares(tmp_path, capsys):
+    rows = run_demo(
+        tmp_path / "demo", teacher_epochs=1, student_epochs=1, quiet=True,
+        teacher=("pointnet", 0.125), student=("pointnet2_msg", 0.125), num_points=512,
+    )  # fmt: skip
+    assert [r["role"] for r in rows] == ["teacher", "student (KD)"]
+    assert rows[1]["params"] == 30_184  # T3DNet's tiny model
+    assert rows[0]["params"] > rows[1]["params"] and rows[1]["mflops"] > 0
+    for r in rows:
+        assert 0 <= r["test_oa"] <= 1 and r["latency_ms"] > 0
+    table = capsys.readouterr().out
+    assert "| student (KD) | pointnet2_msg x0.125 | 30,184 |" in table
+    assert (tmp_path / "demo" / "summary.md").read_text().strip() == table.strip()
+    assert load_checkpoint(tmp_path / "demo" / "student" / "last.pt")["model"]["width"] == 0.125
+    assert list((tmp_path / "demo" / "teacher" / "tb").iterdir()), "TensorBoard events written"
+
+    report = tmp_path / "report"
+    assert main(["report", str(tmp_path / "demo" / "teacher"),
+                 str(tmp_path / "demo" / "student"), "--out", str(report)]) == 0  # fmt: skip
+    md = (report / "report.md").read_text()
+    for png in ("curves.png", "accuracy_vs_params.png", "confusion_teacher.png"):
+        assert f"({png})" in md
+        assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| student | pointnet2_msg x0.125 | 30,184 | 1 |" in md
+
+
+def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_data_command_prints_counts_and_fingerprint(capsys):
+    assert main(["data", "builtin", "--split", "test"]) == 0
+    out = capsys.readouterr().out
+    assert "120 shapes, 40 classes, 1024 points" in out and "fingerprint" in out
+    assert json.dumps("airplane")[1:-1] in out

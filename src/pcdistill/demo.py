@@ -43,7 +43,7 @@ def _config(
 
 
 def run_demo(
-    out: Path, data: str = "builtin", teacher_epochs: int = 10, student_epochs: int = 10,
+    out: Path, data: str = "builtin", teacher_epochs: int = 8, student_epochs: int = 8,
     seed: int = 0, quiet: bool = False, teacher: tuple[str, float] = TEACHER,
     student: tuple[str, float] = STUDENT, num_points: int = 1024,
 ) -> list[dict]:  # fmt: skip

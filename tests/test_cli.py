@@ -1,0 +1,77 @@
+"""The command line: help, version, and one clear line (exit 2) for every bad input."""
+
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from pcdistill import __version__
+from pcdistill.cli import main
+
+
+def test_help_and_version():
+    out = subprocess.run([sys.executable, "-m", "pcdistill", "--help"], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    for command in ("train", "eval", "data", "demo", "report", "models"):
+        assert command in out
+    version = subprocess.run([sys.executable, "-m", "pcdistill", "--version"],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert version.strip() == f"pcdistill {__version__}"
+
+
+def _modelnet_layout(root, data: np.ndarray, labels: np.ndarray) -> None:
+    root.mkdir()
+    (root / "shape_names.txt").write_text("a\nb\n")
+    (root / "train_files.txt").write_text("data/ply_data_train0.h5\n")
+    (root / "test_files.txt").write_text("data/ply_data_test0.h5\n")
+    for split in ("train", "test"):
+        with h5py.File(root / f"ply_data_{split}0.h5", "w") as f:
+            f["data"] = data
+            f["label"] = labels
+
+
+def one_error_line(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pcdistill: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_bad_inputs_give_one_clear_line(tmp_path, capsys):
+    assert "nowhere" in one_error_line(capsys, ["data", str(tmp_path / "nowhere")])
+
+    good = np.random.default_rng(0).normal(size=(4, 64, 3)).astype(np.float32)
+    labels = np.array([[0], [1], [0], [1]], dtype=np.uint8)
+
+    nan = good.copy()
+    nan[2, 5, 1] = np.nan
+    _modelnet_layout(tmp_path / "nan", nan, labels)
+    assert "shape 2" in one_error_line(capsys, ["data", str(tmp_path / "nan")])
+
+    _modelnet_layout(tmp_path / "labels", good, np.array([[0], [1], [7], [1]], dtype=np.uint8))
+    assert "label 7" in one_error_line(capsys, ["data", str(tmp_path / "labels")])
+
+    _modelnet_layout(tmp_path / "few", good, labels)
+    err = one_error_line(capsys, ["data", str(tmp_path / "few"), "--num-points", "128"])
+    assert "64" in err and "128" in err
+
+    _modelnet_layout(tmp_path / "cut", good, labels)
+    h5 = tmp_path / "cut" / "ply_data_train0.h5"
+    h5.write_bytes(h5.read_bytes()[:300])
+    assert "ply_data_train0.h5" in one_error_line(capsys, ["data", str(tmp_path / "cut")])
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["models", "--width", "-1"], "-1"),
+        (["train", "model.name=pointnet3"], "pointnet3"),
+        (["train", "optim.lr=fast"], "optim.lr"),
+        (["eval", "missing.pt"], "missing.pt"),
+        (["train", "--resume", "no_such_run"], "config file not found"),
+    ],
+)
+def test_bad_arguments_give_one_clear_line(capsys, argv, needle):
+    assert needle in one_error_line(capsys, argv)

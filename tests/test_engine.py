@@ -161,3 +161,35 @@ def test_stratified_holdout_is_per_class_and_seeded():
     assert np.bincount(labels[held]).tolist() == [2, 2, 2, 2]
     assert len(np.intersect1d(kept, held)) == 0 and len(kept) + len(held) == 40
     assert np.array_equal(held, stratified_holdout(labels, 0.2, seed=3)[1])
+
+
+def test_vote_averages_the_clean_and_augmented_logits():
+    from pcdistill.engine.device import derive_seed
+    from pcdistill.engine.evaluate import evaluate, predict_logits
+    from pcdistill.models import create_model
+    from pcdistill.transforms import default_shape_augment
+
+    model = create_model("pointnet", num_classes=5, width=0.125).eval()
+    x = torch.randn(6, 64, 3, generator=torch.Generator().manual_seed(0))
+    aug = default_shape_augment()
+    cpu = torch.device("cpu")
+    plain = predict_logits(model, x, cpu, batch_size=4)
+    with torch.no_grad():
+        torch.testing.assert_close(plain, model(x))
+    voted = predict_logits(model, x, cpu, batch_size=4, vote=2, vote_aug=aug, seed=9)
+    # By hand: per batch (start 0, 4), the clean logits and two copies seeded by (vote, start).
+    with torch.no_grad():
+        expected = []
+        for start in (0, 4):
+            xb = x[start : start + 4]
+            total = model(xb)
+            for v in range(2):
+                params = aug.sample(
+                    np.random.default_rng(derive_seed(9, "vote", v, start)), len(xb)
+                )
+                total = total + model(aug.apply(xb, params))
+            expected.append(total / 3)
+    torch.testing.assert_close(voted, torch.cat(expected))
+    assert not torch.allclose(voted, plain)
+    labels = plain.argmax(1)
+    assert evaluate(model, x, labels, list("abcde"), cpu)["oa"] == 1.0

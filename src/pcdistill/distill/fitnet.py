@@ -1,0 +1,28 @@
+"""FitNet-style feature distillation (Romero et al., ICLR 2015, arXiv 1412.6550).
+
+A learned linear projection maps the student's feature to the teacher's width;
+the loss is the mean squared error to the (frozen) teacher feature. We use the
+global feature, so it works across architectures whose per-point features do
+not align.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class FeatureProjector(nn.Module):
+    """Linear map from student width to teacher width (trained with the student)."""
+
+    def __init__(self, student_dim: int, teacher_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(student_dim, teacher_dim)
+
+    def forward(self, feature: Tensor) -> Tensor:
+        return self.proj(feature)
+
+
+def fitnet_loss(projected_student: Tensor, teacher_feature: Tensor) -> Tensor:
+    """MSE between the projected student feature and the teacher feature."""
+    return F.mse_loss(projected_student, teacher_feature.detach().float())

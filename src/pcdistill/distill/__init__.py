@@ -1,5 +1,6 @@
 """Distillation methods, one file per method or loss term (DESIGN.md)."""
 
 from pcdistill.distill.kd import OnlineKD, kd_loss
+from pcdistill.distill.offline import NWSDSettings, OfflineKD
 
-__all__ = ["OnlineKD", "kd_loss"]
+__all__ = ["NWSDSettings", "OfflineKD", "OnlineKD", "kd_loss"]

@@ -23,9 +23,13 @@ class Batch:
     labels: Tensor  # (B,) int64
     index: Tensor  # (B,) int64 sample indices into the training set
     params: Tensor  # (B, P) float32 shape-augmentation parameters used
+    copy: Tensor | None = None  # (B,) int64 recorded copy, offline distillation only
+    teacher_logits: Tensor | None = None  # (B, C) float32 recorded teacher logits
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(*(t.to(device, non_blocking=True) for t in vars(self).values()))
+        return Batch(
+            *(None if t is None else t.to(device, non_blocking=True) for t in vars(self).values())
+        )
 
 
 class AugmentedBatches:
@@ -69,3 +73,41 @@ class AugmentedBatches:
             g = torch.Generator().manual_seed(derive_seed(self.seed, "point", epoch, step))
             points = self.point_aug(points, g)
         return Batch(points, self.labels[index], index, params)
+
+
+class RecordedBatches(AugmentedBatches):
+    """Batches rebuilt from offline records: each drawn sample takes one of its K recorded
+    copies (seeded by epoch and step), its input is replayed from the stored parameters,
+    and the teacher's stored logits ride along. No teacher is needed.
+    """
+
+    def __init__(
+        self,
+        points: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        seed: int,
+        shape_aug: ShapeAugment,
+        params: Tensor,
+        logits: Tensor,
+        point_aug: PointAugment | None = None,
+    ) -> None:
+        super().__init__(points, labels, batch_size, seed, shape_aug, point_aug)
+        if params.shape[:1] != points.shape[:1] or logits.shape[:2] != params.shape[:2]:
+            raise ValueError(
+                f"records cover {params.shape[0]} samples x {params.shape[1]} copies, "
+                f"the training set has {points.shape[0]} samples"
+            )
+        self.params, self.logits = params, logits
+
+    def batch(self, epoch: int, step: int) -> Batch:
+        index = self.indices(epoch, step)
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "copy", epoch, step))
+        copy = torch.randint(self.params.shape[1], (len(index),), generator=g)
+        params = self.params[index, copy]
+        points = self.shape_aug.apply(self.points[index], params)
+        if self.point_aug is not None:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, "point", epoch, step))
+            points = self.point_aug(points, g)
+        teacher = self.logits[index, copy].float()
+        return Batch(points, self.labels[index], index, params, copy, teacher)

@@ -201,6 +201,9 @@ class Trainer:
         # Dropout and any other global-RNG draw of this step come from (epoch, step).
         torch.manual_seed(derive_seed(self.cfg.seed, "torch", self.epoch, self.step_in_epoch))
         batch = batch.to(self.device)
+        if hasattr(self.objective, "set_progress"):  # schedules inside a loss (e.g. NWSD's beta)
+            total = self.cfg.train.epochs * self.batches.steps_per_epoch
+            self.objective.set_progress(self.global_step / total)
         with torch.autocast(self.device.type, enabled=self.use_amp):
             loss, logits = self.objective(self.model, batch)
         if not torch.isfinite(loss):

@@ -75,3 +75,25 @@ def test_bad_inputs_give_one_clear_line(tmp_path, capsys):
 )
 def test_bad_arguments_give_one_clear_line(capsys, argv, needle):
     assert needle in one_error_line(capsys, argv)
+
+
+def test_record_command_writes_a_valid_shard_and_refuses_to_overwrite(tmp_path, capsys):
+    from pcdistill.data import builtin_dataset
+    from pcdistill.engine.config import load_config
+    from pcdistill.engine.run import build_trainer
+    from pcdistill.records import read_records
+    from pcdistill.transforms import default_shape_augment
+
+    cfg = load_config(None, ["model.name=pointnet", "model.width=0.125", "data.num_points=128",
+                             "train.epochs=1", f"out={tmp_path / 'teacher'}"])  # fmt: skip
+    build_trainer(cfg, quiet=True).fit()
+    argv = ["record", "--teacher", str(tmp_path / "teacher" / "last.pt"), "--copies", "2",
+            "--out", str(tmp_path / "rec")]  # fmt: skip
+    assert main(argv) == 0
+    assert "640 copies" in capsys.readouterr().out
+    data = builtin_dataset("train", num_points=128)
+    spec = default_shape_augment().spec()
+    rec = read_records(tmp_path / "rec", dataset_fingerprint=data.fingerprint(),
+                       class_names=data.class_names, augment_spec=spec)  # fmt: skip
+    assert rec.logits.shape == (320, 2, 40)
+    assert "already exists" in one_error_line(capsys, argv)

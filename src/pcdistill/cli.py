@@ -100,6 +100,36 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_record(args: argparse.Namespace) -> int:
+    """Record a teacher's logits on K shape-augmented copies of every training sample."""
+    from pcdistill.engine.checkpoint import build_from_checkpoint
+    from pcdistill.engine.config import RunConfig
+    from pcdistill.engine.device import pick_device
+    from pcdistill.engine.run import load_set
+    from pcdistill.records.record import record_teacher
+    from pcdistill.transforms import ShapeAugment, default_shape_augment
+
+    teacher, ckpt = build_from_checkpoint(args.teacher)
+    cfg = RunConfig.model_validate(ckpt["config"])
+    if args.data:
+        cfg.data.root = args.data
+    data = load_set(cfg, "train")
+    if list(data.class_names) != list(ckpt["class_names"]):
+        raise ConfigError(f"{data.name} has other classes than the teacher {args.teacher}")
+    aug = default_shape_augment(rotate=args.rotate, up_axis=args.up_axis)
+    if args.augment:
+        aug = ShapeAugment.from_spec(json.loads(args.augment))
+    path = record_teacher(
+        teacher, ckpt["model"], data, aug, args.copies, args.out, seed=args.seed,
+        batch_size=args.batch_size, shard=args.shard, num_shards=args.num_shards,
+        features=args.features, device=pick_device(args.device),
+    )  # fmt: skip
+    size = path.stat().st_size
+    copies = len(data) * args.copies / args.num_shards
+    print(f"{path}: {copies:.0f} copies, {size:,} bytes ({size / copies:.1f} bytes per copy)")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     """The quickstart: teacher, tiny student by KD, side-by-side table."""
     from pcdistill.demo import run_demo
@@ -155,6 +185,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-points", type=int)
     p.add_argument("--classes", help="'modelnet10' to keep the ModelNet10 classes")
     p.set_defaults(func=_cmd_data)
+
+    p = sub.add_parser("record", help="record a teacher on K augmented copies (offline KD)")
+    p.add_argument("--teacher", required=True, help="teacher checkpoint (.pt)")
+    p.add_argument("--copies", type=int, default=10, help="K copies per training sample")
+    p.add_argument("--out", required=True, help="folder for the record shards")
+    p.add_argument("--data", help="dataset root (default: the teacher run's own)")
+    p.add_argument("--rotate", action="store_true", help="also rotate about the up axis")
+    p.add_argument("--up-axis", default="z", choices=["x", "y", "z"])
+    p.add_argument("--augment", help="shape augmentation spec as JSON (overrides the default)")
+    p.add_argument("--features", action="store_true", help="also store the global feature")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--shard", type=int, default=0, help="this worker's shard index")
+    p.add_argument("--num-shards", type=int, default=1)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_record)
 
     p = sub.add_parser("demo", help="quickstart: train a teacher, distill a tiny student, compare")
     p.add_argument("--data", default="builtin", help="dataset root (default: built-in real data)")

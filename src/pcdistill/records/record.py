@@ -17,6 +17,7 @@ from torch import nn
 
 from pcdistill.data import PointCloudSet
 from pcdistill.engine.device import derive_seed
+from pcdistill.errors import ConfigError
 from pcdistill.records.schema import RecordHeader, model_fingerprint
 from pcdistill.records.writer import write_shard
 from pcdistill.transforms import ShapeAugment
@@ -50,6 +51,9 @@ def record_teacher(
         raise ValueError(f"shard {shard} is not in [0, {num_shards})")
     if not 1 <= copies < 2**16:
         raise ValueError(f"copies must be in [1, 65535], got {copies}")
+    path = Path(out) / f"records-{shard:05d}-of-{num_shards:05d}.h5"
+    if path.exists():
+        raise ConfigError(f"{path} already exists; delete it or record into another folder")
     teacher = teacher.to(device).eval()
     points = torch.from_numpy(data.points)
     blocks = range(0, len(data), batch_size)
@@ -84,7 +88,6 @@ def record_teacher(
     def cat(parts: list, width: int) -> np.ndarray:
         return np.concatenate(parts) if parts else np.zeros((0, width), np.float32)
 
-    path = Path(out) / f"records-{shard:05d}-of-{num_shards:05d}.h5"
     return write_shard(
         path, header,
         np.concatenate(index) if index else np.zeros(0, np.int64),

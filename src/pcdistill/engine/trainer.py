@@ -28,12 +28,12 @@ from pcdistill.engine.checkpoint import (
     load_checkpoint,
     load_state,
 )
-from pcdistill.engine.config import RunConfig
+from pcdistill.engine.config import RunConfig, dump_config
 from pcdistill.engine.device import derive_seed, pick_device, tune_cpu_allocator
 from pcdistill.engine.evaluate import evaluate
 from pcdistill.engine.runlog import RunLog
 from pcdistill.errors import ConfigError
-from pcdistill.transforms import ShapeAugment
+from pcdistill.transforms import Jitter, PointAugment, RandomDropout, ShapeAugment, Shuffle
 
 
 @dataclass
@@ -215,7 +215,8 @@ class Trainer:
         self.scaler.scale(loss).backward()
         if self.cfg.train.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -245,7 +246,7 @@ class Trainer:
             self.restore(last)
         elif last.exists():
             raise ConfigError(f"{self.out} already holds a run; use --resume or another out folder")
-        (self.out / "config.yaml").write_text(_yaml(self.cfg))
+        (self.out / "config.yaml").write_text(dump_config(self.cfg))
         log = RunLog(self.out, quiet=self.quiet)
         spe, bs = self.batches.steps_per_epoch, self.cfg.train.batch_size
         every = self.cfg.train.checkpoint_every
@@ -340,9 +341,7 @@ class Trainer:
         return summary
 
 
-def _point_augment(cfg: RunConfig):
-    from pcdistill.transforms import Jitter, PointAugment, RandomDropout, Shuffle
-
+def _point_augment(cfg: RunConfig) -> PointAugment | None:
     parts: list = []
     if cfg.data.dropout > 0:
         parts.append(RandomDropout(cfg.data.dropout))
@@ -351,12 +350,6 @@ def _point_augment(cfg: RunConfig):
     if cfg.data.shuffle:
         parts.append(Shuffle())
     return PointAugment(parts) if parts else None
-
-
-def _yaml(cfg: RunConfig) -> str:
-    from pcdistill.engine.config import dump_config
-
-    return dump_config(cfg)
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -80,3 +80,27 @@ def test_reestimated_batchnorm_is_the_exact_mean_over_the_batches():
 def test_only_pointnet2_is_supported():
     with pytest.raises(ModelError, match="dgcnn"):
         NetAugSuperNet("dgcnn", 40, 0.125)
+
+
+def test_netaug_objective_adds_a_wider_subnet_only_in_the_first_part():
+    from pcdistill.distill.netaug import NetAugObjective
+    from pcdistill.engine.batches import Batch
+
+    torch.manual_seed(0)
+    net = NetAugSuperNet("pointnet2_ssg", num_classes=5, width=0.125, max_expand=2.0).eval()
+    x = torch.randn(2, 512, 3)
+    batch = Batch(x, torch.tensor([1, 3]), torch.arange(2), torch.zeros(2, 0))
+    ce = torch.nn.functional.cross_entropy
+    with torch.no_grad():
+        tiny_ce = ce(net(x, expand=1.0), batch.labels)
+        wide_ce = ce(net(x, expand=2.0), batch.labels)
+    objective = NetAugObjective(expand_choices=(2.0,), widen_until=0.5)
+    objective.set_progress(0.2)
+    with torch.no_grad():
+        early, logits = objective(net, batch)
+    torch.testing.assert_close(early, tiny_ce + wide_ce)
+    torch.testing.assert_close(logits, net(x, expand=1.0))
+    objective.set_progress(0.6)
+    with torch.no_grad():
+        late, _ = objective(net, batch)
+    torch.testing.assert_close(late, tiny_ce)

@@ -126,3 +126,34 @@ def reestimate_batchnorm(model: nn.Module, batches, max_batches: int = 50) -> No
     model.eval()
     for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum
+
+
+class NetAugObjective:
+    """Stage-1 loss: CE(tiny) + CE(a randomly widened sub-network), one optimizer step on
+    the summed gradients. Widening stops after `widen_until` of training, so the last
+    part trains the tiny model alone (DESIGN.md). The width is drawn from the global
+    RNG, which the trainer seeds per step, so runs and resumes stay reproducible.
+    """
+
+    def __init__(
+        self, expand_choices: tuple[float, ...] = (2.0, 3.0), widen_until: float = 0.5,
+        label_smoothing: float = 0.0,
+    ) -> None:  # fmt: skip
+        if not expand_choices or min(expand_choices) < 1:
+            raise ValueError(f"expand_choices must be widths >= 1, got {expand_choices}")
+        self.expand_choices = tuple(expand_choices)
+        self.widen_until, self.label_smoothing = widen_until, label_smoothing
+        self.progress = 0.0
+
+    def set_progress(self, progress: float) -> None:
+        self.progress = progress
+
+    def __call__(self, model: NetAugSuperNet, batch) -> tuple[Tensor, Tensor]:
+        ce = torch.nn.functional.cross_entropy
+        logits = model(batch.points, expand=1.0)
+        loss = ce(logits, batch.labels, label_smoothing=self.label_smoothing)
+        if self.progress < self.widen_until:
+            pick = int(torch.randint(len(self.expand_choices), ()).item())
+            wide = model(batch.points, expand=self.expand_choices[pick])
+            loss = loss + ce(wide, batch.labels, label_smoothing=self.label_smoothing)
+        return loss, logits

@@ -193,3 +193,24 @@ def test_vote_averages_the_clean_and_augmented_logits():
     assert not torch.allclose(voted, plain)
     labels = plain.argmax(1)
     assert evaluate(model, x, labels, list("abcde"), cpu)["oa"] == 1.0
+
+
+def test_device_optimizers_one_cycle_and_quiet_progress(tmp_path):
+    from pcdistill.engine.device import pick_device
+    from pcdistill.engine.runlog import RunLog
+    from pcdistill.engine.trainer import build_optimizer
+
+    if not torch.cuda.is_available():
+        assert pick_device("auto").type in ("cpu", "mps")
+        with pytest.raises(ConfigError, match="no CUDA"):
+            pick_device("cuda")
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    kinds = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    for name, kind in kinds.items():
+        assert isinstance(build_optimizer(load_config(None, [f"optim.name={name}"]), params), kind)
+    cycle = load_config(None, ["sched.name=onecycle", "train.epochs=10"])
+    f = [lr_factor(cycle, s, 10) for s in range(100)]
+    assert f.index(max(f)) == 30 and f[0] < 0.1 and f[-1] < 0.01  # up for 30%, then down
+    # Not a TTY (pytest captures stderr): no bar, whatever --quiet says.
+    log = RunLog(tmp_path, quiet=False, tensorboard=False)
+    assert log.progress(10, 0, "x").disable

@@ -51,21 +51,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint on a dataset split (its own data settings by default)."""
-    from pcdistill.engine.checkpoint import build_from_checkpoint
-    from pcdistill.engine.config import RunConfig
+    import torch
+
     from pcdistill.engine.device import pick_device
     from pcdistill.engine.evaluate import evaluate
-    from pcdistill.engine.run import load_eval_split
+    from pcdistill.engine.run import checkpoint_and_data
     from pcdistill.transforms import ShapeAugment
 
-    model, ckpt = build_from_checkpoint(args.checkpoint)
-    cfg = RunConfig.model_validate(ckpt["config"])
-    if args.data:
-        cfg.data.root = args.data
-    split = load_eval_split(cfg, args.split, ckpt["class_names"], args.checkpoint)
+    model, _, cfg, data = checkpoint_and_data(args.checkpoint, args.split, args.data)
+    points, labels = torch.from_numpy(data.points), torch.from_numpy(data.labels)
     device = pick_device(args.device)
     metrics = evaluate(
-        model.to(device), split.points, split.labels, split.class_names, device,
+        model.to(device), points, labels, data.class_names, device,
         args.batch_size, args.vote, ShapeAugment.from_spec(cfg.data.shape_augment), cfg.seed,
     )  # fmt: skip
     print(
@@ -102,20 +99,12 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 def _cmd_record(args: argparse.Namespace) -> int:
     """Record a teacher's logits on K shape-augmented copies of every training sample."""
-    from pcdistill.engine.checkpoint import build_from_checkpoint
-    from pcdistill.engine.config import RunConfig
     from pcdistill.engine.device import pick_device
-    from pcdistill.engine.run import load_set
+    from pcdistill.engine.run import checkpoint_and_data
     from pcdistill.records.record import record_teacher
     from pcdistill.transforms import ShapeAugment, default_shape_augment
 
-    teacher, ckpt = build_from_checkpoint(args.teacher)
-    cfg = RunConfig.model_validate(ckpt["config"])
-    if args.data:
-        cfg.data.root = args.data
-    data = load_set(cfg, "train")
-    if list(data.class_names) != list(ckpt["class_names"]):
-        raise ConfigError(f"{data.name} has other classes than the teacher {args.teacher}")
+    teacher, ckpt, _, data = checkpoint_and_data(args.teacher, "train", args.data)
     aug = default_shape_augment(rotate=args.rotate, up_axis=args.up_axis)
     if args.augment:
         aug = ShapeAugment.from_spec(json.loads(args.augment))

@@ -68,11 +68,15 @@ class AugmentedBatches:
         index = self.indices(epoch, step)
         rng = np.random.default_rng(derive_seed(self.seed, "shape", epoch, step))
         params = torch.from_numpy(self.shape_aug.sample(rng, len(index)))
-        points = self.shape_aug.apply(self.points[index], params)
-        if self.point_aug is not None:
-            g = torch.Generator().manual_seed(derive_seed(self.seed, "point", epoch, step))
-            points = self.point_aug(points, g)
+        points = self.noise(self.shape_aug.apply(self.points[index], params), epoch, step)
         return Batch(points, self.labels[index], index, params)
+
+    def noise(self, points: Tensor, epoch: int, step: int) -> Tensor:
+        """Point-level augmentation, seeded by (epoch, step); never recorded."""
+        if self.point_aug is None:
+            return points
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "point", epoch, step))
+        return self.point_aug(points, g)
 
 
 class RecordedBatches(AugmentedBatches):
@@ -105,9 +109,6 @@ class RecordedBatches(AugmentedBatches):
         g = torch.Generator().manual_seed(derive_seed(self.seed, "copy", epoch, step))
         copy = torch.randint(self.params.shape[1], (len(index),), generator=g)
         params = self.params[index, copy]
-        points = self.shape_aug.apply(self.points[index], params)
-        if self.point_aug is not None:
-            g = torch.Generator().manual_seed(derive_seed(self.seed, "point", epoch, step))
-            points = self.point_aug(points, g)
+        points = self.noise(self.shape_aug.apply(self.points[index], params), epoch, step)
         teacher = self.logits[index, copy].float()
         return Batch(points, self.labels[index], index, params, copy, teacher)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
 from pcdistill.data import PointCloudSet
-from pcdistill.engine.checkpoint import model_spec
+from pcdistill.engine.checkpoint import build_from_checkpoint, model_spec
 from pcdistill.engine.config import RunConfig
 from pcdistill.engine.trainer import Objective, Split, Trainer
 from pcdistill.errors import ConfigError
@@ -30,15 +31,22 @@ def load_set(cfg: RunConfig, split: str) -> PointCloudSet:
     return load_dataset(d.root, split, format=d.format, **opts)
 
 
-def load_eval_split(cfg: RunConfig, split: str, class_names, source: str) -> Split:
-    """A split for evaluating a checkpoint, refusing a dataset with other classes."""
+def checkpoint_and_data(
+    path: str, split: str, data_root: str | None = None
+) -> tuple[nn.Module, dict, RunConfig, PointCloudSet]:
+    """A checkpoint's model, raw checkpoint and config, plus `split` of the dataset it was
+    trained on (or of `data_root`), refusing a dataset with other classes."""
+    model, ckpt = build_from_checkpoint(path)
+    cfg = RunConfig.model_validate(ckpt["config"])
+    if data_root:
+        cfg.data.root = data_root
     data = load_set(cfg, split)
-    if list(data.class_names) != list(class_names):
+    if list(data.class_names) != list(ckpt["class_names"]):
         raise ConfigError(
-            f"{data.name} has classes {list(data.class_names)[:5]}..., but {source} was "
-            f"trained on {list(class_names)[:5]}..."
+            f"{data.name} has classes {list(data.class_names)[:5]}..., but {path} was "
+            f"trained on {list(ckpt['class_names'])[:5]}..."
         )
-    return _split(data.points, data.labels, data.class_names)
+    return model, ckpt, cfg, data
 
 
 def load_splits(cfg: RunConfig) -> tuple[Split, Split | None, Split, str]:

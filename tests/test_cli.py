@@ -71,6 +71,7 @@ def test_bad_inputs_give_one_clear_line(tmp_path, capsys):
         (["train", "optim.lr=fast"], "optim.lr"),
         (["eval", "missing.pt"], "missing.pt"),
         (["train", "--resume", "no_such_run"], "config file not found"),
+        (["train", "train.batch_size=1000", "data.num_points=128"], "train.batch_size=1000"),
     ],
 )
 def test_bad_arguments_give_one_clear_line(capsys, argv, needle):

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from pcdistill.engine.device import derive_seed
+from pcdistill.errors import ConfigError
 from pcdistill.transforms import PointAugment, ShapeAugment
 
 
@@ -45,8 +46,9 @@ class AugmentedBatches:
         point_aug: PointAugment | None = None,
     ) -> None:
         if len(points) < batch_size:
-            raise ValueError(
-                f"training set has {len(points)} samples, fewer than batch_size={batch_size}"
+            raise ConfigError(
+                f"train.batch_size={batch_size} is larger than the training set "
+                f"({len(points)} samples)"
             )
         self.points, self.labels = points, labels
         self.batch_size, self.seed = batch_size, seed

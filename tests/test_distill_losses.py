@@ -8,7 +8,7 @@ import torch
 from pcdistill.distill.dkd import dkd_loss
 from pcdistill.distill.fitnet import FeatureProjector, fitnet_loss
 from pcdistill.distill.kd import kd_loss
-from pcdistill.distill.nwsd import SelfTargets, beta_schedule, nwsd_term
+from pcdistill.distill.nwsd import CopyTargets, beta_schedule, nwsd_term
 
 
 def softmax(z: list[float]) -> list[float]:
@@ -88,15 +88,15 @@ def test_beta_schedule_warms_up_holds_and_decays_to_zero():
 
 
 def test_self_targets_store_and_restore():
-    store = SelfTargets(num_samples=4, copies=3, num_classes=2)
+    store = CopyTargets(num_samples=4, copies=3, num_classes=2)
     idx, cp = torch.tensor([1, 3]), torch.tensor([2, 0])
     logits, seen = store.get(idx, cp)
     assert not seen.any()
     store.update(idx, cp, torch.tensor([[1.0, -1.0], [0.5, 0.25]]))
     logits, seen = store.get(idx, cp)
     assert seen.all() and torch.equal(logits, torch.tensor([[1.0, -1.0], [0.5, 0.25]]))
-    other = SelfTargets(4, 3, 2)
+    other = CopyTargets(4, 3, 2)
     other.load_state_dict(store.state_dict())
     assert torch.equal(other.get(idx, cp)[0], logits)
     with pytest.raises(ValueError, match="expected"):
-        SelfTargets(5, 3, 2).load_state_dict(store.state_dict())
+        CopyTargets(5, 3, 2).load_state_dict(store.state_dict())

@@ -1,9 +1,12 @@
 """FAD: each player's step lowers its own loss on a fixed toy batch."""
 
+import pytest
 import torch
 
+from pcdistill.distill import Distill
 from pcdistill.distill.fad import FAD, Discriminator, discriminator_loss, generator_loss
 from pcdistill.engine.batches import Batch
+from pcdistill.errors import ConfigError
 from pcdistill.models import create_model
 
 
@@ -37,15 +40,16 @@ def test_student_step_lowers_the_generator_loss():
     assert generator_loss(d, student_feat).item() < before
 
 
-def test_fad_objective_alternates_and_both_variants_backprop():
+def test_fad_term_alternates_and_both_variants_backprop():
     torch.manual_seed(0)
     teacher = create_model("pointnet", num_classes=5, width=0.25).eval()
     student = create_model("pointnet", num_classes=5, width=0.125)
     x = torch.randn(8, 64, 3)
     batch = Batch(x, torch.arange(8) % 5, torch.arange(8), torch.zeros(8, 0))
-    fad = FAD(teacher, student.global_dim, lam=0.5, d_lr=1e-2)
+    fad = FAD(student.global_dim, teacher.global_dim, lam=0.5, d_lr=1e-2)
+    objective = Distill({"fad": fad}, teacher)
     d_before = [p.detach().clone() for p in fad.disc.parameters()]
-    loss, logits = fad(student, batch)
+    loss, logits = objective(student, batch)
     assert logits.shape == (8, 5)
     assert any(not torch.equal(a, b) for a, b in zip(d_before, fad.disc.parameters(), strict=True))
     loss.backward()
@@ -53,10 +57,15 @@ def test_fad_objective_alternates_and_both_variants_backprop():
     head_weight = student.head[0].weight  # the T-Nets start at zero, so check the head
     assert head_weight.grad is not None and head_weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in teacher.parameters())
+    assert objective.extra_parameters() == list(fad.projector.parameters())
 
-    head = FAD(teacher, student.global_dim, critic="teacher_head")
+    head = FAD(student.global_dim, teacher.global_dim, critic="teacher_head",
+               teacher_head=teacher.head)  # fmt: skip
     assert head.disc is None
     student.zero_grad()
-    loss, _ = head(student, batch)
+    loss, _ = Distill({"fad": head}, teacher)(student, batch)
     loss.backward()
     assert head.projector.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())
+    with pytest.raises(ConfigError, match="teacher_head"):
+        FAD(student.global_dim, teacher.global_dim, critic="teacher_head")

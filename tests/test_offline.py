@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from pcdistill.data import builtin_dataset
-from pcdistill.distill import NWSDSettings, OfflineKD, OnlineKD
-from pcdistill.distill.nwsd import SelfTargets
+from pcdistill.distill import KD, NWSD, CopyTargets, Distill
 from pcdistill.engine.batches import Batch, RecordedBatches
+from pcdistill.errors import ConfigError
 from pcdistill.models import create_model
 from pcdistill.records import read_records
 from pcdistill.records.record import copy_params, record_teacher
@@ -56,12 +56,14 @@ def test_offline_kd_loss_equals_online_kd_on_the_same_copies(recorded):
     teacher, data, aug, rec, _ = recorded
     b = replayed(data, aug, rec).batch(epoch=0, step=1)
     student = create_model("pointnet", width=0.125).eval()
-    offline, _ = OfflineKD(alpha=0.9, tau=4.0)(student, b)
+    offline, _ = Distill({"kd": KD(alpha=0.9, tau=4.0)}, ce_weight=0.1)(student, b)
     online_batch = Batch(b.points, b.labels, b.index, b.params)  # no recorded logits
-    online, _ = OnlineKD(teacher, alpha=0.9, tau=4.0)(student, online_batch)
+    online, _ = Distill({"kd": KD(alpha=0.9, tau=4.0)}, teacher, ce_weight=0.1)(
+        student, online_batch
+    )
     assert offline.item() == pytest.approx(online.item(), rel=2e-3)
-    with pytest.raises(ValueError, match="RecordedBatches"):
-        OfflineKD()(student, online_batch)
+    with pytest.raises(ConfigError, match="need a teacher or records"):
+        Distill({"kd": KD()})(student, online_batch)
 
 
 def test_two_shards_merge_to_the_one_shard_recording_bit_for_bit(recorded, tmp_path):
@@ -80,15 +82,18 @@ def test_nwsd_in_offline_kd_uses_the_stale_prediction_of_the_same_copy(recorded)
     b = replayed(data, aug, rec).batch(epoch=0, step=0)
     torch.manual_seed(0)
     student = create_model("pointnet", width=0.125).eval()
-    targets = SelfTargets(len(data), 3, 40)
-    kd = OfflineKD(nwsd=NWSDSettings(beta=0.2, warmup=0.0), targets=targets)
+    targets = CopyTargets(len(data), 3, 40)
+    nwsd = NWSD(targets, beta=0.2, warmup=0.0)
+    kd = Distill({"kd": KD(), "nwsd": nwsd}, ce_weight=0.1)
+    plain_kd = Distill({"kd": KD()}, ce_weight=0.1)
     kd.set_progress(0.2)
     first, _ = kd(student, b)  # nothing seen yet: plain offline KD
-    assert first.item() == pytest.approx(OfflineKD()(student, b)[0].item(), rel=1e-6)
+    assert first.item() == pytest.approx(plain_kd(student, b)[0].item(), rel=1e-6)
     assert targets.get(b.index, b.copy)[1].all()
     with torch.no_grad():  # the student moves; its stored prediction is now stale
         for p in student.parameters():
             p.add_(0.05 * torch.randn_like(p))
     second, _ = kd(student, b)
-    plain, _ = OfflineKD()(student, b)
+    plain, _ = plain_kd(student, b)
     assert second.item() < plain.item()  # the negative term is active and subtracts
+    assert kd.last["nwsd"] == pytest.approx(second.item() - plain.item(), rel=1e-4)

@@ -28,24 +28,43 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    """Train a zoo model from a YAML config with key=value overrides, or resume a run."""
+def _run_config(args: argparse.Namespace, schema):
+    """The config of a new run (--config + overrides) or of the run to resume."""
     from pcdistill.engine.config import load_config
-    from pcdistill.engine.run import build_trainer
 
     if args.resume:
         if args.config or args.overrides:
             raise ConfigError("--resume takes the run's own config.yaml; drop --config/overrides")
-        cfg = load_config(Path(args.resume) / "config.yaml")
-    else:
-        cfg = load_config(args.config, args.overrides)
-    summary = build_trainer(cfg, quiet=args.quiet).fit(resume=bool(args.resume))
+        return load_config(Path(args.resume) / "config.yaml", schema=schema)
+    return load_config(args.config, args.overrides, schema=schema)
+
+
+def _print_summary(cfg, summary: dict) -> None:
     test = summary["test_last"]
     print(
         f"{cfg.model.name} width {cfg.model.width:g}: test OA {test['oa']:.4f}, "
         f"mAcc {test['macc']:.4f} after {summary['epochs']} epochs "
         f"({summary['wall_time_s']:.0f} s) -> {cfg.out}"
     )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """Train a zoo model from a YAML config with key=value overrides, or resume a run."""
+    from pcdistill.engine.config import RunConfig
+    from pcdistill.engine.run import build_trainer
+
+    cfg = _run_config(args, RunConfig)
+    _print_summary(cfg, build_trainer(cfg, quiet=args.quiet).fit(resume=bool(args.resume)))
+    return 0
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    """Distil a student as a run config composes it (terms, records, netaug stage)."""
+    from pcdistill.distill.config import DistillConfig
+    from pcdistill.distill.run import run_distill
+
+    cfg = _run_config(args, DistillConfig)
+    _print_summary(cfg, run_distill(cfg, quiet=args.quiet, resume=bool(args.resume)))
     return 0
 
 
@@ -111,7 +130,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
     path = record_teacher(
         teacher, ckpt["model"], data, aug, args.copies, args.out, seed=args.seed,
         batch_size=args.batch_size, shard=args.shard, num_shards=args.num_shards,
-        features=args.features, device=pick_device(args.device),
+        features=args.features, device=pick_device(args.device), progress=sys.stderr.isatty(),
     )  # fmt: skip
     size = path.stat().st_size
     copies = len(data) * args.copies / args.num_shards
@@ -155,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. optim.lr=0.01")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("distill", help="distil a student (see configs/distill/)")
+    p.add_argument("--config", help="YAML distillation config (see configs/distill/)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. loss.kd.alpha=0.5")
+    p.set_defaults(func=_cmd_distill)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint")
     p.add_argument("checkpoint", help="a .pt checkpoint written by train")

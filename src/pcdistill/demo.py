@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from pcdistill.deploy import count_flops, count_params, measure_latency
-from pcdistill.distill import OnlineKD
+from pcdistill.distill import KD, Distill
 from pcdistill.engine.checkpoint import build_from_checkpoint
 from pcdistill.engine.config import RunConfig, load_config
 from pcdistill.engine.run import build_trainer
@@ -54,7 +54,9 @@ def run_demo(
     teacher, _ = build_from_checkpoint(out / "teacher" / "last.pt")
 
     s_cfg = _config(out / "student", data, *student, student_epochs, seed, num_points)
-    student_trainer = build_trainer(s_cfg, quiet=quiet, objective=OnlineKD(teacher))
+    student_trainer = build_trainer(
+        s_cfg, quiet=quiet, objective=Distill({"kd": KD()}, teacher, ce_weight=0.1)
+    )
     student_summary = student_trainer.fit()
 
     rows = []

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+from pcdistill.distill.objective import Outputs
+from pcdistill.engine.batches import Batch
 
 
 def dkd_loss(
@@ -35,3 +38,21 @@ def dkd_loss(
     q_t = log_q_t.exp()
     nckd = (q_t * (log_q_t - log_q_s)).masked_fill(target, 0.0).sum(1).mean()
     return tau * tau * (alpha * tckd + beta * nckd)
+
+
+class DKD:
+    """weight·DKD on live or recorded teacher logits; CE stays at full weight (the paper's)."""
+
+    uses_teacher, uses_features = True, False
+
+    def __init__(
+        self, weight: float = 1.0, alpha: float = 1.0, beta: float = 8.0, tau: float = 4.0
+    ) -> None:
+        self.weight, self.alpha, self.beta, self.tau = weight, alpha, beta, tau
+
+    def __call__(
+        self, model: nn.Module, batch: Batch, student: Outputs, teacher: Outputs
+    ) -> Tensor:
+        return self.weight * dkd_loss(
+            student.logits, teacher.logits, batch.labels, self.alpha, self.beta, self.tau
+        )

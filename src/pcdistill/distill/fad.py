@@ -3,11 +3,11 @@
 A small discriminator D learns to tell the teacher's global feature from the
 student's (projected to the teacher's width by P); the student learns to fool it:
   D step:       BCE(D(f_t), 1) + BCE(D(P f_s), 0)
-  student step: CE + λ·BCE(D(P f_s), 1)  (+ α·KD when a teacher's logits are at hand)
-The two steps alternate every batch: this objective runs D's step itself, with its
-own optimizer, before returning the student's loss to the trainer.
+  student step: CE + λ·BCE(D(P f_s), 1)  (+ KD: add the `kd` term)
+The two steps alternate every batch: this term runs D's step itself, with its
+own optimizer, before returning the student's adversarial loss.
 Variant `critic="teacher_head"`: no D; the teacher's own classifier head judges the
-projected student feature, student loss CE + λ·CE(head_t(P f_s), y).
+projected student feature, adding λ·CE(head_t(P f_s), y).
 Where we had to choose (DESIGN.md is the spec): D is Linear-LeakyReLU-Linear on
 global features; P is linear and trained with the student; D uses Adam.
 """
@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pcdistill.distill.kd import kd_loss
+from pcdistill.distill.objective import Outputs
 from pcdistill.engine.batches import Batch
+from pcdistill.errors import ConfigError
 
 
 class Discriminator(nn.Module):
@@ -48,31 +49,31 @@ def generator_loss(d: Discriminator, student_feat: Tensor) -> Tensor:
 
 
 class FAD:
+    uses_teacher, uses_features = True, True
+
     def __init__(
         self,
-        teacher: nn.Module,
         student_dim: int,
+        teacher_dim: int,
         lam: float = 0.1,
         critic: Literal["mlp", "teacher_head"] = "mlp",
         d_hidden: int = 256,
         d_lr: float = 1e-4,
-        kd_alpha: float = 0.0,
-        tau: float = 4.0,
+        teacher_head: nn.Module | None = None,
     ) -> None:
-        self.teacher = teacher.eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
-        self.lam, self.critic, self.kd_alpha, self.tau = lam, critic, kd_alpha, tau
-        self.projector = nn.Linear(student_dim, teacher.global_dim)
-        self.disc = Discriminator(teacher.global_dim, d_hidden) if critic == "mlp" else None
+        if critic == "teacher_head" and teacher_head is None:
+            raise ConfigError("fad.critic=teacher_head needs the teacher checkpoint (teacher:)")
+        self.lam, self.critic, self.head = lam, critic, teacher_head
+        self.projector = nn.Linear(student_dim, teacher_dim)
+        self.disc = Discriminator(teacher_dim, d_hidden) if critic == "mlp" else None
         self.d_opt = torch.optim.Adam(self.disc.parameters(), lr=d_lr) if self.disc else None
 
-    def extra_parameters(self) -> list[nn.Parameter]:
-        """Trained by the student's optimizer."""
+    def parameters(self) -> list[nn.Parameter]:
+        """Trained by the student's optimizer (D has its own)."""
         return list(self.projector.parameters())
 
     def to(self, device: torch.device) -> FAD:
-        for m in (self.teacher, self.projector, self.disc):
+        for m in (self.projector, self.disc, self.head):
             if m is not None:
                 m.to(device)
         return self
@@ -84,20 +85,14 @@ class FAD:
         self.d_opt.step()
         return loss.item()
 
-    def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
-        with torch.no_grad():
-            t_logits, t_feats = self.teacher(batch.points, return_features=True)
-        logits, feats = model(batch.points, return_features=True)
-        projected = self.projector(feats["global"])
-        loss = F.cross_entropy(logits, batch.labels)
-        if self.critic == "mlp":
-            self.discriminator_step(t_feats["global"], projected)
-            loss = loss + self.lam * generator_loss(self.disc, projected)
-        else:
-            loss = loss + self.lam * F.cross_entropy(self.teacher.head(projected), batch.labels)
-        if self.kd_alpha:
-            loss = loss + self.kd_alpha * kd_loss(logits, t_logits, self.tau)
-        return loss, logits
+    def __call__(
+        self, model: nn.Module, batch: Batch, student: Outputs, teacher: Outputs
+    ) -> Tensor:
+        projected = self.projector(student.feature)
+        if self.disc is not None:
+            self.discriminator_step(teacher.feature.float(), projected)
+            return self.lam * generator_loss(self.disc, projected)
+        return self.lam * F.cross_entropy(self.head(projected), batch.labels)
 
     def state_dict(self) -> dict:
         state = {"projector": self.projector.state_dict()}

@@ -1,15 +1,16 @@
 """Hinton knowledge distillation (Hinton, Vinyals, Dean 2015, arXiv 1503.02531).
 
 L = (1 - α)·CE(z_s, y) + α·τ²·KL(p_t^τ ‖ p_s^τ), with p^τ = softmax(z / τ).
-The τ² keeps the soft term's gradient scale independent of τ.
+The τ² keeps the soft term's gradient scale independent of τ. The CE part is the
+`Distill` objective's `ce_weight` (1 - α by default when KD is on).
 """
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pcdistill.distill.objective import Outputs
 from pcdistill.engine.batches import Batch
 
 
@@ -20,23 +21,15 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, tau: float) -> Tenso
     return tau * tau * F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean")
 
 
-class OnlineKD:
-    """KD with the teacher run on every batch (the baseline offline KD is measured against)."""
+class KD:
+    """The α·τ²·KL term, on live or recorded teacher logits alike."""
 
-    def __init__(self, teacher: nn.Module, alpha: float = 0.9, tau: float = 4.0) -> None:
-        self.teacher = teacher.eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+    uses_teacher, uses_features = True, False
+
+    def __init__(self, alpha: float = 0.9, tau: float = 4.0) -> None:
         self.alpha, self.tau = alpha, tau
 
-    def to(self, device: torch.device) -> OnlineKD:
-        self.teacher.to(device)
-        return self
-
-    def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
-        with torch.no_grad():
-            teacher_logits = self.teacher(batch.points)
-        logits = model(batch.points)
-        ce = F.cross_entropy(logits, batch.labels)
-        loss = (1 - self.alpha) * ce + self.alpha * kd_loss(logits, teacher_logits, self.tau)
-        return loss, logits
+    def __call__(
+        self, model: nn.Module, batch: Batch, student: Outputs, teacher: Outputs
+    ) -> Tensor:
+        return self.alpha * kd_loss(student.logits, teacher.logits, self.tau)

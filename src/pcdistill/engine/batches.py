@@ -26,6 +26,7 @@ class Batch:
     params: Tensor  # (B, P) float32 shape-augmentation parameters used
     copy: Tensor | None = None  # (B,) int64 recorded copy, offline distillation only
     teacher_logits: Tensor | None = None  # (B, C) float32 recorded teacher logits
+    teacher_features: Tensor | None = None  # (B, D) float32 recorded teacher global feature
 
     def to(self, device: torch.device) -> Batch:
         return Batch(
@@ -97,6 +98,7 @@ class RecordedBatches(AugmentedBatches):
         params: Tensor,
         logits: Tensor,
         point_aug: PointAugment | None = None,
+        features: Tensor | None = None,
     ) -> None:
         super().__init__(points, labels, batch_size, seed, shape_aug, point_aug)
         if params.shape[:1] != points.shape[:1] or logits.shape[:2] != params.shape[:2]:
@@ -104,7 +106,7 @@ class RecordedBatches(AugmentedBatches):
                 f"records cover {params.shape[0]} samples x {params.shape[1]} copies, "
                 f"the training set has {points.shape[0]} samples"
             )
-        self.params, self.logits = params, logits
+        self.params, self.logits, self.features = params, logits, features
 
     def batch(self, epoch: int, step: int) -> Batch:
         index = self.indices(epoch, step)
@@ -113,4 +115,5 @@ class RecordedBatches(AugmentedBatches):
         params = self.params[index, copy]
         points = self.noise(self.shape_aug.apply(self.points[index], params), epoch, step)
         teacher = self.logits[index, copy].float()
-        return Batch(points, self.labels[index], index, params, copy, teacher)
+        feats = None if self.features is None else self.features[index, copy].float()
+        return Batch(points, self.labels[index], index, params, copy, teacher, feats)

@@ -43,6 +43,18 @@ def model_spec(name: str, num_classes: int, width: float, kwargs: dict | None = 
     return {"name": name, "num_classes": num_classes, "width": width, "kwargs": dict(kwargs or {})}
 
 
+def save_model(
+    path: str | Path, model: nn.Module, spec: dict, class_names: list[str], fingerprint: str,
+    config: dict,
+) -> None:  # fmt: skip
+    """A weights-only checkpoint (no optimizer state) that eval, record and export accept."""
+    atomic_save(
+        {"format": FORMAT, "version": VERSION, "model": spec, "class_names": list(class_names),
+         "dataset_fingerprint": fingerprint, "config": config, "state_dict": model.state_dict()},
+        path,
+    )  # fmt: skip
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read and sanity-check a checkpoint file (not yet applied to a model)."""
     path = Path(path)

@@ -15,11 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pcdistill.errors import ConfigError
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A config section: unknown keys are errors, assignments are validated."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     root: str = "builtin"
     format: str = "auto"
     num_points: int = Field(1024, ge=1)
@@ -42,20 +44,20 @@ class DataConfig(_Section):
     shuffle: bool = False
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     name: str = "pointnet2_ssg"
     width: float = Field(1.0, gt=0)
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
-class OptimConfig(_Section):
+class OptimConfig(Section):
     name: Literal["sgd", "adam", "adamw"] = "adamw"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
 
 
-class SchedConfig(_Section):
+class SchedConfig(Section):
     name: Literal["none", "cosine", "step", "onecycle"] = "cosine"
     step_size: int = Field(20, ge=1)  # epochs, for `step`
     gamma: float = Field(0.7, gt=0)
@@ -63,7 +65,7 @@ class SchedConfig(_Section):
     warmup_epochs: int = Field(0, ge=0)
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(64, ge=1)
@@ -85,7 +87,7 @@ class TrainConfig(_Section):
         return v
 
 
-class RunConfig(_Section):
+class RunConfig(Section):
     seed: int = 0
     out: str = "runs/default"
     data: DataConfig = Field(default_factory=DataConfig)
@@ -135,8 +137,12 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config (or defaults), apply overrides, validate."""
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    schema: type[RunConfig] = RunConfig,
+) -> RunConfig:
+    """Read a YAML config (or defaults), apply overrides, validate against `schema`."""
     tree: dict[str, Any] = {}
     source = "(defaults)"
     if path is not None:
@@ -156,7 +162,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if overrides:
         tree = _merge(tree, parse_overrides(overrides))
     try:
-        return RunConfig.model_validate(tree)
+        return schema.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
 

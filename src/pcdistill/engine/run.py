@@ -9,7 +9,7 @@ from torch import nn
 from pcdistill.data import PointCloudSet
 from pcdistill.engine.checkpoint import build_from_checkpoint, model_spec
 from pcdistill.engine.config import RunConfig
-from pcdistill.engine.trainer import Objective, Split, Trainer
+from pcdistill.engine.trainer import BatchSource, Objective, Split, Trainer
 from pcdistill.errors import ConfigError
 
 
@@ -37,7 +37,10 @@ def checkpoint_and_data(
     """A checkpoint's model, raw checkpoint and config, plus `split` of the dataset it was
     trained on (or of `data_root`), refusing a dataset with other classes."""
     model, ckpt = build_from_checkpoint(path)
-    cfg = RunConfig.model_validate(ckpt["config"])
+    # Distillation runs store a larger config; the data and model sections are what count here.
+    cfg = RunConfig.model_validate(
+        {k: v for k, v in ckpt["config"].items() if k in RunConfig.model_fields}
+    )
     if data_root:
         cfg.data.root = data_root
     data = load_set(cfg, split)
@@ -59,6 +62,7 @@ def load_splits(cfg: RunConfig) -> tuple[Split, Split | None, Split, str]:
         fit_idx, val_idx = stratified_holdout(train.labels, d.val_fraction, cfg.seed)
         val = _split(train.points[val_idx], train.labels[val_idx], train.class_names)
         train_split = _split(train.points[fit_idx], train.labels[fit_idx], train.class_names)
+        train_split.rows = torch.from_numpy(fit_idx)
     else:
         train_split = _split(train.points, train.labels, train.class_names)
     return train_split, val, _split(test.points, test.labels, test.class_names), fingerprint
@@ -87,23 +91,36 @@ def _split(points: np.ndarray, labels: np.ndarray, class_names) -> Split:
     )
 
 
-def build_trainer(
-    cfg: RunConfig, quiet: bool = False, objective: Objective | None = None
-) -> Trainer:
-    from pcdistill.models import create_model
-
+def check_model_config(cfg: RunConfig) -> None:
     if cfg.model.kwargs.get("fps_ordered") and not cfg.data.fps_order:
         raise ConfigError(
             "model.kwargs.fps_ordered=true takes the first points as the FPS sample, which is "
             "only right on FPS-ordered clouds: set data.fps_order=true as well"
         )
-    torch.manual_seed(cfg.seed)  # model initialisation
-    train, val, test, fingerprint = load_splits(cfg)
+
+
+def build_trainer(
+    cfg: RunConfig,
+    quiet: bool = False,
+    objective: Objective | None = None,
+    *,
+    splits: tuple[Split, Split | None, Split, str] | None = None,
+    batches: BatchSource | None = None,
+    model: nn.Module | None = None,
+    spec: dict | None = None,
+) -> Trainer:
+    """A trainer for `cfg` (a zoo model from scratch unless `model` and its `spec` are given)."""
+    from pcdistill.models import create_model
+
+    check_model_config(cfg)
+    train, val, test, fingerprint = splits or load_splits(cfg)
     num_classes = len(train.class_names)
-    spec = model_spec(cfg.model.name, num_classes, cfg.model.width, cfg.model.kwargs)
-    model = create_model(
-        cfg.model.name, num_classes=num_classes, width=cfg.model.width, **cfg.model.kwargs
-    )
+    if model is None:
+        torch.manual_seed(cfg.seed)  # model initialisation
+        spec = model_spec(cfg.model.name, num_classes, cfg.model.width, cfg.model.kwargs)
+        model = create_model(
+            cfg.model.name, num_classes=num_classes, width=cfg.model.width, **cfg.model.kwargs
+        )
     return Trainer(
         cfg,
         model,
@@ -113,5 +130,6 @@ def build_trainer(
         val=val,
         dataset_fingerprint=fingerprint,
         objective=objective,
+        batches=batches,
         quiet=quiet,
     )

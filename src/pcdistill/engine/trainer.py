@@ -43,6 +43,7 @@ class Split:
     points: Tensor
     labels: Tensor
     class_names: tuple[str, ...]
+    rows: Tensor | None = None  # rows of the whole split held here (None: all, in order)
 
 
 class Objective(Protocol):
@@ -131,7 +132,7 @@ class Trainer:
             cfg.train.batch_size,
             cfg.seed,
             self.shape_aug,
-            point_aug=_point_augment(cfg),
+            point_aug=point_augment(cfg),
         )
         params = [p for p in self.model.parameters() if p.requires_grad]
         params += list(getattr(self.objective, "extra_parameters", lambda: [])())
@@ -246,6 +247,8 @@ class Trainer:
             self.restore(last)
         elif last.exists():
             raise ConfigError(f"{self.out} already holds a run; use --resume or another out folder")
+        else:  # a run killed before its first checkpoint left steps that will be redone
+            _truncate_log(self.out / "metrics.jsonl", 0)
         (self.out / "config.yaml").write_text(dump_config(self.cfg))
         log = RunLog(self.out, quiet=self.quiet)
         spe, bs = self.batches.steps_per_epoch, self.cfg.train.batch_size
@@ -278,6 +281,7 @@ class Trainer:
                         loss=loss,
                         acc=correct / bs,
                         lr=self.scheduler.get_last_lr()[0],
+                        **getattr(self.objective, "last", {}),  # each loss term, if it says
                     )
                     if every and self.global_step % every == 0 and self.step_in_epoch < spe:
                         self._tick(t0)
@@ -341,7 +345,7 @@ class Trainer:
         return summary
 
 
-def _point_augment(cfg: RunConfig) -> PointAugment | None:
+def point_augment(cfg: RunConfig) -> PointAugment | None:
     parts: list = []
     if cfg.data.dropout > 0:
         parts.append(RandomDropout(cfg.data.dropout))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from pcdistill.data import PointCloudSet
 from pcdistill.engine.device import derive_seed
@@ -45,6 +46,7 @@ def record_teacher(
     num_shards: int = 1,
     features: bool = False,
     device: torch.device | str = "cpu",
+    progress: bool = False,
 ) -> Path:
     """Record this shard's units into `out/records-{shard:05d}-of-{num_shards:05d}.h5`."""
     if not 0 <= shard < num_shards:
@@ -60,7 +62,7 @@ def record_teacher(
     units = [(start, k) for start in blocks for k in range(copies)]
     mine = units[shard::num_shards]
     index, copy, params, logits, feats = [], [], [], [], []
-    for start, k in mine:
+    for start, k in tqdm(mine, desc=f"record shard {shard}", unit="batch", disable=not progress):
         idx = np.arange(start, min(start + batch_size, len(data)))
         p = copy_params(aug, seed, idx, k)
         x = aug.apply(points[idx], torch.from_numpy(p)).to(device)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -118,22 +119,34 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 def _cmd_record(args: argparse.Namespace) -> int:
     """Record a teacher's logits on K shape-augmented copies of every training sample."""
+    import torch
+
     from pcdistill.engine.device import pick_device
     from pcdistill.engine.run import checkpoint_and_data
     from pcdistill.records.record import record_teacher
     from pcdistill.transforms import ShapeAugment, default_shape_augment
 
+    shard, num_shards, device = args.shard, args.num_shards, pick_device(args.device)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1:  # under torchrun: rank r writes shard r of WORLD_SIZE
+        if (shard, num_shards) != (0, 1):
+            raise ConfigError(
+                "under torchrun each rank records its own shard; drop --shard/--num-shards"
+            )
+        shard, num_shards = int(os.environ["RANK"]), world_size
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     teacher, ckpt, _, data = checkpoint_and_data(args.teacher, "train", args.data)
     aug = default_shape_augment(rotate=args.rotate, up_axis=args.up_axis)
     if args.augment:
         aug = ShapeAugment.from_spec(json.loads(args.augment))
     path = record_teacher(
         teacher, ckpt["model"], data, aug, args.copies, args.out, seed=args.seed,
-        batch_size=args.batch_size, shard=args.shard, num_shards=args.num_shards,
-        features=args.features, device=pick_device(args.device), progress=sys.stderr.isatty(),
+        batch_size=args.batch_size, shard=shard, num_shards=num_shards,
+        features=args.features, device=device, progress=sys.stderr.isatty(),
     )  # fmt: skip
     size = path.stat().st_size
-    copies = len(data) * args.copies / args.num_shards
+    copies = len(data) * args.copies / num_shards
     print(f"{path}: {copies:.0f} copies, {size:,} bytes ({size / copies:.1f} bytes per copy)")
     return 0
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from pcdistill.distill.objective import Outputs
 from pcdistill.engine.batches import Batch
+from pcdistill.engine.distributed import average_gradients
 from pcdistill.errors import ConfigError
 
 
@@ -82,6 +83,7 @@ class FAD:
         self.d_opt.zero_grad(set_to_none=True)
         loss = discriminator_loss(self.disc, teacher_feat.detach(), student_feat.detach())
         loss.backward()
+        average_gradients(list(self.disc.parameters()))  # replicas stay equal under torchrun
         self.d_opt.step()
         return loss.item()
 

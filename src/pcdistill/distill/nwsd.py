@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from pcdistill.distill.objective import Outputs
 from pcdistill.engine.batches import Batch
+from pcdistill.engine.distributed import all_gather_objects
 from pcdistill.errors import ConfigError
 
 
@@ -81,7 +82,10 @@ class CopyTargets:
         if batch.copy is None:
             raise ConfigError("loss.nwsd.target=copy needs records (set records:) or target=ema")
         stale, seen = self.get(batch.index, batch.copy)
-        self.update(batch.index, batch.copy, logits)
+        # Every rank keeps the whole store: apply all ranks' fresh predictions.
+        mine = (batch.index.cpu(), batch.copy.cpu(), logits.detach().cpu())
+        for index, copy_, fresh in all_gather_objects(mine):
+            self.update(index, copy_, fresh)
         return stale.to(logits.device), seen.to(logits.device)
 
     def state_dict(self) -> dict[str, Tensor]:
@@ -107,6 +111,7 @@ class EMATarget:
 
     @torch.no_grad()
     def targets(self, model: nn.Module, batch: Batch, logits: Tensor) -> tuple[Tensor, Tensor]:
+        model = getattr(model, "module", model)  # the module inside DistributedDataParallel
         if self.ema is None:
             self.ema = copy.deepcopy(model).eval().requires_grad_(False)
             if self._pending is None:

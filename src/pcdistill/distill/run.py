@@ -31,6 +31,7 @@ from pcdistill.engine.checkpoint import (
     save_model,
 )
 from pcdistill.engine.config import dump_config
+from pcdistill.engine.distributed import world
 from pcdistill.engine.run import build_trainer, check_model_config, load_splits
 from pcdistill.engine.trainer import Split, Trainer, point_augment
 from pcdistill.errors import ConfigError, DataError, ModelError
@@ -49,7 +50,8 @@ def run_distill(cfg: DistillConfig, quiet: bool = False, resume: bool = False) -
     if not resume and ((out / "last.pt").exists() or (out / "netaug" / "last.pt").exists()):
         raise ConfigError(f"{out} already holds a run; use --resume or another out folder")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_config(cfg))  # `--resume out` works from stage 1 on
+    if world().main:  # `--resume out` works from stage 1 on
+        (out / "config.yaml").write_text(dump_config(cfg))
     splits = load_splits(cfg)
     init = _netaug_stage(cfg, splits, quiet, resume) if cfg.netaug else None
     trainer = build_distill_trainer(cfg, splits, init, quiet)
@@ -98,7 +100,11 @@ def build_objective(
 ) -> Distill:
     """The configured terms around one CE; the teacher runs live only without records."""
     loss = cfg.loss
-    teacher_dim = teacher.global_dim if teacher is not None else records.header.feature_dim
+    teacher_dim = 0
+    if teacher is not None:
+        teacher_dim = teacher.global_dim
+    elif records is not None:
+        teacher_dim = records.header.feature_dim
     if (loss.fitnet or loss.fad) and records is not None and records.features is None:
         raise ConfigError(
             f"loss.fitnet / loss.fad need teacher features, but the records in {cfg.records} "
@@ -183,6 +189,8 @@ def _netaug_stage(cfg: DistillConfig, splits: Splits, quiet: bool, resume: bool)
     steps = min(n.bn_batches, trainer.batches.steps_per_epoch)
     clouds = (trainer.batches.batch(0, s).points.to(trainer.device) for s in range(steps))
     reestimate_batchnorm(tiny, clouds, max_batches=steps)
-    save_model(tiny_path, tiny, model_spec(name, num_classes, cfg.model.width, kwargs),
-               list(train.class_names), splits[3], stage_cfg.model_dump(mode="json"))  # fmt: skip
+    if world().main:  # every rank holds the same tiny model; one writes it
+        spec = model_spec(name, num_classes, cfg.model.width, kwargs)
+        config = stage_cfg.model_dump(mode="json")
+        save_model(tiny_path, tiny, spec, list(train.class_names), splits[3], config)
     return tiny.state_dict()

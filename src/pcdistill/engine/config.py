@@ -78,6 +78,8 @@ class TrainConfig(Section):
         0, ge=0
     )  # steps between mid-epoch checkpoints, 0 = epoch ends only
     threads: int | None = Field(None, ge=1)
+    # Under torchrun: BatchNorm statistics over the global batch instead of each rank's slice.
+    sync_bn: bool = False
 
     @field_validator("device")
     @classmethod

@@ -14,12 +14,16 @@ from tqdm import tqdm
 class RunLog:
     """Appends one JSON object per event to metrics.jsonl and mirrors scalars to TensorBoard."""
 
-    def __init__(self, out_dir: Path, quiet: bool = False, tensorboard: bool = True) -> None:
+    def __init__(
+        self, out_dir: Path, quiet: bool = False, tensorboard: bool = True, enabled: bool = True
+    ) -> None:
+        """`enabled=False` (ranks other than 0) writes and prints nothing."""
         self.out_dir = out_dir
-        self.quiet = quiet
+        self.quiet = quiet or not enabled
+        self.enabled = enabled
         self.path = out_dir / "metrics.jsonl"
         self.tb = None
-        if tensorboard:
+        if tensorboard and enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # optional extra; JSON lines stay the source of truth
@@ -32,6 +36,8 @@ class RunLog:
             tqdm.write(msg, file=sys.stderr)
 
     def log(self, event: str, step: int, **values: Any) -> None:
+        if not self.enabled:
+            return
         record = {"event": event, "step": step, "time": time.time(), **values}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -30,6 +31,13 @@ from pcdistill.engine.checkpoint import (
 )
 from pcdistill.engine.config import RunConfig, dump_config
 from pcdistill.engine.device import derive_seed, pick_device, tune_cpu_allocator
+from pcdistill.engine.distributed import (
+    all_sum,
+    average_gradients,
+    check_divides,
+    convert_sync_batchnorm,
+    init_from_env,
+)
 from pcdistill.engine.evaluate import evaluate
 from pcdistill.engine.runlog import RunLog
 from pcdistill.errors import ConfigError
@@ -113,11 +121,23 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.device = pick_device(cfg.train.device)
+        self.world = init_from_env(self.device.type)
+        check_divides(cfg.train.batch_size, self.world)
+        if self.device.type == "cuda" and self.world.size > 1:
+            self.device = torch.device("cuda", self.world.local_rank)
+            torch.cuda.set_device(self.device)
         if self.device.type == "cpu":
             tune_cpu_allocator()
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
+        if cfg.train.sync_bn and self.world.size > 1:
+            model = convert_sync_batchnorm(model, self.device)
         self.model = model.to(self.device)
+        # What the objective calls: DDP averages the gradients over ranks as they are made.
+        self.net: nn.Module = self.model
+        if self.world.size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.model_spec = model_spec
         self.train_split, self.val_split, self.test_split = train, val, test
         self.class_names = list(train.class_names)
@@ -135,7 +155,9 @@ class Trainer:
             point_aug=point_augment(cfg),
         )
         params = [p for p in self.model.parameters() if p.requires_grad]
-        params += list(getattr(self.objective, "extra_parameters", lambda: [])())
+        # Parameters a loss term owns (projectors): trained here, averaged over ranks by hand.
+        self.extra_params = list(getattr(self.objective, "extra_parameters", lambda: [])())
+        params += self.extra_params
         self.optimizer = build_optimizer(cfg, params)
         spe = self.batches.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -175,7 +197,8 @@ class Trainer:
         }
 
     def save(self, name: str) -> None:
-        atomic_save(self._state(), self.out / name)
+        if self.world.main:
+            atomic_save(self._state(), self.out / name)
 
     def restore(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
@@ -194,19 +217,21 @@ class Trainer:
         self.epoch, self.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
         self.global_step, self.best_val = ckpt["global_step"], ckpt["best_val"]
         self.elapsed, self.epoch_sums = ckpt["elapsed"], ckpt["epoch_sums"]
-        _truncate_log(self.out / "metrics.jsonl", self.global_step)
+        if self.world.main:
+            _truncate_log(self.out / "metrics.jsonl", self.global_step)
 
     # ---- the loop ----------------------------------------------------------------------
     def train_step(self, batch: Batch) -> tuple[float, int]:
+        """One optimizer step on the global batch; returns its mean loss and correct count."""
         self.model.train()
         # Dropout and any other global-RNG draw of this step come from (epoch, step).
         torch.manual_seed(derive_seed(self.cfg.seed, "torch", self.epoch, self.step_in_epoch))
-        batch = batch.to(self.device)
+        batch = self._local(batch).to(self.device)
         if hasattr(self.objective, "set_progress"):  # schedules inside a loss (e.g. NWSD's beta)
             total = self.cfg.train.epochs * self.batches.steps_per_epoch
             self.objective.set_progress(self.global_step / total)
         with torch.autocast(self.device.type, enabled=self.use_amp):
-            loss, logits = self.objective(self.model, batch)
+            loss, logits = self.objective(self.net, batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"loss became {loss.item()} at epoch {self.epoch} step {self.step_in_epoch}; "
@@ -214,6 +239,7 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        average_gradients(self.extra_params)
         if self.cfg.train.grad_clip:
             self.scaler.unscale_(self.optimizer)
             params = [p for group in self.optimizer.param_groups for p in group["params"]]
@@ -222,7 +248,17 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         correct = int((logits.argmax(1) == batch.labels).sum())
-        return loss.item(), correct
+        n = len(batch.labels)
+        loss_sum, correct_sum, seen = all_sum([loss.item() * n, correct, n])
+        return loss_sum / seen, int(correct_sum)
+
+    def _local(self, batch: Batch) -> Batch:
+        """This rank's contiguous slice of the global batch."""
+        if self.world.size == 1:
+            return batch
+        b = len(batch.labels) // self.world.size
+        rows = slice(self.world.rank * b, (self.world.rank + 1) * b)
+        return Batch(*(None if t is None else t[rows] for t in vars(batch).values()))
 
     def evaluate(self, split: Split) -> dict:
         return evaluate(
@@ -235,6 +271,7 @@ class Trainer:
             self.cfg.train.vote,
             self.shape_aug,
             self.cfg.seed,
+            shard=(self.world.rank, self.world.size),
         )
 
     def fit(self, resume: bool = False) -> dict:
@@ -247,10 +284,11 @@ class Trainer:
             self.restore(last)
         elif last.exists():
             raise ConfigError(f"{self.out} already holds a run; use --resume or another out folder")
-        else:  # a run killed before its first checkpoint left steps that will be redone
+        elif self.world.main:  # a run killed before its first checkpoint left steps to redo
             _truncate_log(self.out / "metrics.jsonl", 0)
-        (self.out / "config.yaml").write_text(dump_config(self.cfg))
-        log = RunLog(self.out, quiet=self.quiet)
+        if self.world.main:
+            (self.out / "config.yaml").write_text(dump_config(self.cfg))
+        log = RunLog(self.out, quiet=self.quiet, enabled=self.world.main)
         spe, bs = self.batches.steps_per_epoch, self.cfg.train.batch_size
         every = self.cfg.train.checkpoint_every
         try:
@@ -327,9 +365,13 @@ class Trainer:
         self.save("last.pt")
         if improved:
             self.save("best.pt")
-        (self.out / "test_metrics_last.json").write_text(json.dumps(test, indent=1))
+        if self.world.main:
+            (self.out / "test_metrics_last.json").write_text(json.dumps(test, indent=1))
 
     def _summary(self) -> dict:
+        # Every rank computed the same (gathered) test metrics; rank 0's file holds them.
+        if not self.world.main:
+            dist.barrier()
         test = json.loads((self.out / "test_metrics_last.json").read_text())
         summary = {
             "model": self.model_spec,
@@ -341,7 +383,10 @@ class Trainer:
             "test_last": {k: test[k] for k in ("oa", "macc", "loss", "num_samples")},
             "best_val_oa": self.best_val,
         }
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        if self.world.main:
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+            if self.world.size > 1:
+                dist.barrier()
         return summary
 
 

@@ -38,6 +38,9 @@ def run_one(recipe: str, threads: int) -> str:
     out = run_folder(recipe)
     if (out / "summary.json").is_file():
         return f"{recipe}: already finished"
+    lock = out / "running.pid"  # another runner may be training this recipe right now
+    if lock.is_file() and Path(f"/proc/{lock.read_text().strip()}").exists():
+        return f"{recipe}: running in process {lock.read_text().strip()}, skipped"
     started = (out / "last.pt").is_file() or (out / "netaug" / "last.pt").is_file()
     if started:
         argv = [*PCDISTILL, "distill", "--resume", str(out), "--quiet"]
@@ -48,7 +51,9 @@ def run_one(recipe: str, threads: int) -> str:
     t0 = time.time()
     with open(out / "stdout.log", "a") as log:
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        lock.write_text(str(proc.pid))
         _, status, usage = os.wait4(proc.pid, 0)
+        lock.unlink(missing_ok=True)
     peak = {"peak_rss_mib": usage.ru_maxrss / 1024, "wall_s": time.time() - t0,
             "resumed": started, "exit": os.waitstatus_to_exitcode(status)}  # fmt: skip
     with open(out / "process.jsonl", "a") as f:

@@ -194,7 +194,13 @@ def test_ema_target_averages_the_weights_and_skips_the_first_step():
     assert seen.all()
     torch.testing.assert_close(target.ema.lin.weight, 0.75 * old + 0.25 * (old + 1.0))
     torch.testing.assert_close(logits, target.ema(batch.points))
+    # Resuming from a checkpoint continues exactly as the uninterrupted target does.
     restored = EMATarget(decay=0.75)
-    restored.load_state_dict(target.state_dict())
-    restored.targets(model, batch, logits)  # applies the restored average, no update yet
-    torch.testing.assert_close(restored.ema.lin.weight, target.ema.lin.weight)
+    restored.load_state_dict({k: v.clone() for k, v in target.state_dict().items()})  # as saved
+    with torch.no_grad():
+        model.lin.weight.mul_(0.5)
+    logits, _ = target.targets(model, batch, model(batch.points))
+    again, seen = restored.targets(model, batch, model(batch.points))
+    assert seen.all()
+    torch.testing.assert_close(again, logits, rtol=0, atol=0)
+    torch.testing.assert_close(restored.ema.lin.weight, target.ema.lin.weight, rtol=0, atol=0)

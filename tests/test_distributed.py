@@ -123,3 +123,26 @@ def test_a_two_rank_run_resumes_to_the_uninterrupted_result(tmp_path):
     for key, value in a["state_dict"].items():
         assert torch.equal(value, b["state_dict"][key]), key
     assert a["global_step"] == b["global_step"] == 10
+
+
+def test_two_rank_distillation_gathers_the_nwsd_store_of_every_rank(tmp_path):
+    """Offline KD + NWSD (per-copy target) under torchrun: rank 0's checkpoint must hold
+    the predictions of the copies both ranks drew, not only its own half."""
+    from pcdistill.engine.checkpoint import save_model
+    from pcdistill.models import create_model
+    from pcdistill.records.record import record_teacher
+
+    cfg = load_config(None, [*SMALL, f"out={tmp_path / 'run'}"])
+    data = load_set(cfg, "train")
+    teacher = create_model("pointnet", num_classes=10, width=0.125).eval()
+    spec = {"name": "pointnet", "num_classes": 10, "width": 0.125, "kwargs": {}}
+    save_model(tmp_path / "t.pt", teacher, spec, list(data.class_names), data.fingerprint(),
+               cfg.model_dump(mode="json"))  # fmt: skip
+    record_teacher(teacher, spec, data, default_shape_augment(), copies=2,
+                   out=tmp_path / "rec")  # fmt: skip
+    run = torchrun(2, "-m", "pcdistill", "distill", "--quiet", *SMALL, f"out={tmp_path / 'run'}",
+                   f"records={tmp_path / 'rec'}", "loss.kd.alpha=0.9",
+                   "loss.nwsd.beta=0.1")  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["objective"]["nwsd"]
+    assert int(state["seen"].sum()) == 80  # one epoch: every shape drawn once, by some rank

@@ -116,13 +116,12 @@ class EMATarget:
             self.ema = copy.deepcopy(model).eval().requires_grad_(False)
             if self._pending is None:
                 return logits.detach(), torch.zeros(len(logits), dtype=torch.bool)
-            self.ema.load_state_dict(self._pending)
+            self.ema.load_state_dict(self._pending)  # resumed: go on as if never stopped
             self._pending = None
-        else:
-            for e, p in zip(self.ema.parameters(), model.parameters(), strict=True):
-                e.lerp_(p.detach(), 1 - self.decay)
-            for e, b in zip(self.ema.buffers(), model.buffers(), strict=True):
-                e.copy_(b)
+        for e, p in zip(self.ema.parameters(), model.parameters(), strict=True):
+            e.lerp_(p.detach(), 1 - self.decay)
+        for e, b in zip(self.ema.buffers(), model.buffers(), strict=True):
+            e.copy_(b)
         return self.ema(batch.points).float(), torch.ones(len(logits), dtype=torch.bool)
 
     def state_dict(self) -> dict[str, Tensor] | None:

@@ -168,6 +168,81 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Export a checkpoint to ONNX (sampling and grouping in the graph), parity-checked."""
+    from pcdistill.deploy.export import export_onnx
+
+    parity = export_onnx(args.checkpoint, args.out, data=args.data, samples=args.samples)
+    print(
+        f"{args.out}: parity on {parity.samples} test shapes: max |logit difference| "
+        f"{parity.max_abs_diff:.2e} (logits up to {parity.logit_scale:.3g}), "
+        f"predicted class agrees on {parity.agreement:.1%}"
+    )
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    """Top-k classes of point-cloud or mesh files, with a checkpoint or an ONNX file."""
+    from pcdistill.deploy.predict import plot_predictions, predict_files
+
+    preds = predict_files(args.files, args.model, top_k=args.top_k,
+                          num_points=args.num_points, sampling=args.sampling)  # fmt: skip
+    for pred in preds:
+        print(pred.path)
+        for rank, (name, prob) in enumerate(pred.top, start=1):
+            print(f"  {rank}. {name:<16} {prob:.4f}")
+    if args.png:
+        print(f"plot: {plot_predictions(preds, args.png)}")
+    return 0
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    """int8 ONNX graph of a checkpoint, with accuracy and latency against float."""
+    from pcdistill.deploy.quantize import quantize_checkpoint
+
+    r = quantize_checkpoint(args.checkpoint, args.out, mode=args.mode, data=args.data,
+                            calibration=args.calibration, samples=args.samples)  # fmt: skip
+    ops = ", ".join(f"{n} {op}" for op, n in sorted(r.quantized.items())) or "nothing"
+    change = r.int8_acc - r.float_acc
+    print(f"{args.out}: {args.mode} int8, quantized {ops} (float graph: {r.float_ops})")
+    print(
+        f"  accuracy on {r.samples} test shapes: float {r.float_acc:.4f} -> int8 "
+        f"{r.int8_acc:.4f} ({change:+.4f}); same class as float on {r.agreement:.1%}"
+    )
+    print(
+        f"  batch-1 latency (median, {r.threads} threads): float {r.float_ms:.1f} ms -> "
+        f"int8 {r.int8_ms:.1f} ms; file {r.float_bytes:,} -> {r.int8_bytes:,} bytes"
+    )
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    """Size and speed of checkpoints or zoo models side by side: PyTorch, ONNX, int8."""
+    from pcdistill.deploy.profile import RUNTIMES, profile_models
+
+    runtimes = ("torch",) if args.torch_only else RUNTIMES
+    opts = {"width": args.width, "num_points": args.num_points, "threads": args.threads}
+    rows = profile_models(args.models, repeats=args.repeats, runtimes=runtimes, **opts)
+    print(
+        f"{args.threads} thread(s); latency ms, median / p90 of {args.repeats} runs after 2 "
+        "warm-up; FLOPs: convolutions and matmuls only (not sampling or grouping); peak MB: "
+        "resident memory growth while running, in a fresh process"
+    )
+    print(
+        f"{'model':<22} {'runtime':<7} {'points':>6} {'params':>10} {'MFLOPs':>8} {'file MB':>8} "
+        f"{'batch 1':>13} {'batch 32':>15} {'samples/s':>9} {'peak MB':>8}"
+    )
+    for r in rows:
+        print(
+            f"{r['model']:<22} {r['runtime']:<7} {r['num_points']:>6} {r['params']:>10,} "
+            f"{r['flops'] / 1e6:>8.1f} {r['file_bytes'] / 2**20:>8.2f} "
+            f"{r['b1_median_ms']:>6.1f} / {r['b1_p90_ms']:<4.1f} "
+            f"{r['b32_median_ms']:>7.0f} / {r['b32_p90_ms']:<5.0f} "
+            f"{r['throughput']:>9.1f} {r['peak_mb']:>8.1f}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pcdistill",
@@ -243,6 +318,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", default="report", help="output folder (default ./report)")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX, checked against PyTorch")
+    p.add_argument("checkpoint", help="a .pt checkpoint")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="output format (onnx)")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument(
+        "--data",
+        default="builtin",
+        help="test shapes for the parity check: dataset root or 'builtin' (default)",
+    )
+    p.add_argument("--samples", type=int, help="test shapes to check (default: all)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("predict", help="classify point-cloud or mesh files")
+    p.add_argument(
+        "files", nargs="+", metavar="FILE", help=".npy/.txt/.ply clouds, .off/.obj/.ply meshes"
+    )
+    p.add_argument("--model", required=True, help="a .pt checkpoint or an exported .onnx file")
+    p.add_argument("--top-k", type=int, default=5, help="classes to print per file (default 5)")
+    p.add_argument("--num-points", type=int, help="points per cloud (default: the model's)")
+    p.add_argument(
+        "--sampling",
+        choices=["first", "random", "fps"],
+        help="how to pick the points (default: as the model was trained)",
+    )
+    p.add_argument("--png", help="also plot the clouds, titled with the top class, to this PNG")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("quantize", help="int8 ONNX graph, with its accuracy and latency change")
+    p.add_argument("checkpoint", help="a .pt checkpoint")
+    p.add_argument("--out", required=True, help="the int8 .onnx file to write")
+    p.add_argument("--mode", default="dynamic", choices=["dynamic", "static"])
+    p.add_argument("--data", help="dataset root or 'builtin' (default: the checkpoint's own)")
+    p.add_argument(
+        "--calibration",
+        type=int,
+        default=64,
+        help="training shapes to calibrate static mode on (default 64)",
+    )
+    p.add_argument("--samples", type=int, help="test shapes to compare on (default: all)")
+    p.set_defaults(func=_cmd_quantize)
+
+    p = sub.add_parser("profile", help="size and speed side by side: PyTorch, ONNX, int8")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="a .pt checkpoint or a zoo name")
+    p.add_argument("--width", type=float, default=1.0, help="width of zoo models (default 1)")
+    p.add_argument("--num-points", type=int, default=1024, help="points for zoo models")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    p.add_argument("--repeats", type=int, default=10, help="timed runs per batch size")
+    p.add_argument("--torch-only", action="store_true", help="skip the ONNX and int8 rows")
+    p.set_defaults(func=_cmd_profile)
     return parser
 
 

@@ -5,13 +5,20 @@ convolutions (2 FLOPs per multiply-add). It does not count elementwise work
 (BatchNorm, ReLU, max-pooling), nor sampling and grouping (FPS, ball query,
 kNN, gathers) — for point-cloud models those are often most of the time, which
 is why latency is measured too.
+
+`profile_models` puts PyTorch eager, the ONNX export and its int8 version side by side
+(`pcdistill profile`), each runtime timed in a fresh process of its own.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -36,12 +43,17 @@ def measure_latency(
 ) -> dict[str, float]:
     """Wall-clock ms of an eval-mode forward: median and p90 after warm-up."""
     model.eval()
+    return time_call(lambda: model(points), repeats, warmup)
+
+
+def time_call(fn: Callable[[], object], repeats: int = 30, warmup: int = 5) -> dict[str, float]:
+    """Wall-clock ms of fn(): median and p90 after `warmup` untimed calls, and torch's threads."""
     for _ in range(warmup):
-        model(points)
+        fn()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        model(points)
+        fn()
         times.append((time.perf_counter() - t0) * 1e3)
     times.sort()
     return {
@@ -49,3 +61,127 @@ def measure_latency(
         "p90_ms": times[min(len(times) - 1, int(0.9 * len(times)))],
         "threads": torch.get_num_threads(),
     }
+
+
+RUNTIMES = ("torch", "onnx", "int8")
+BATCHES = (1, 32)
+
+
+def _memory_kib(field: str) -> int:
+    """A field of /proc/self/status in KiB: VmRSS (resident now) or VmHWM (peak)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak_memory() -> int | None:
+    """Reset the peak (VmHWM) to the current resident memory and return it in KiB (Linux
+    only; None elsewhere). Without the reset, importing numba's compiler leaves a peak
+    that would hide a smaller inference one; sampling instead needs a thread whose GIL
+    hand-offs slowed a niced run many times over."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _memory_kib("VmRSS")
+    except OSError:
+        return None
+
+
+def _measure(runtime: str, path: str, points: np.ndarray, threads: int, repeats: int) -> dict:
+    """Latency at each of BATCHES and peak memory growth, in a fresh process (see profile)."""
+    torch.set_num_threads(threads)
+    if runtime == "torch":
+        from pcdistill.deploy.export import run_torch
+        from pcdistill.engine.checkpoint import build_from_checkpoint
+
+        model, _ = build_from_checkpoint(path)
+        run = partial(run_torch, model)
+    else:
+        from pcdistill.deploy.export import ort_session, run_onnx
+
+        run = partial(run_onnx, ort_session(path, threads))
+    before = _reset_peak_memory()
+    out: dict = {}
+    for b in BATCHES:
+        x = np.ascontiguousarray(points[:b])
+        out[b] = time_call(lambda x=x, b=b: run(x, batch_size=b), repeats, warmup=2)
+    out["peak_mb"] = float("nan") if before is None else (_memory_kib("VmHWM") - before) / 1024
+    return out
+
+
+def profile_models(
+    sources: list[str],
+    *,
+    width: float = 1.0,
+    num_points: int = 1024,
+    threads: int = 1,
+    repeats: int = 10,
+    runtimes: tuple[str, ...] = RUNTIMES,
+) -> list[dict]:
+    """One row per (model, runtime): params, FLOPs, file size, latency, throughput, memory.
+
+    A source is a checkpoint (.pt) or a zoo name (random weights at `width`,
+    `num_points` points). "onnx" is the parity-checked export, "int8" its dynamic
+    quantization (see `quantize`). Each runtime is timed in its own fresh process, so
+    "peak_mb" is its peak resident memory above what it held before the first batch
+    (model loaded; Linux, NaN elsewhere), and allocator caches of one runtime never
+    hide another's.
+    Latency: median and p90 of `repeats` calls after 2 warm-up calls, `threads` threads.
+    """
+    import tempfile
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from pcdistill.data import builtin_dataset
+    from pcdistill.deploy.export import export_onnx
+    from pcdistill.deploy.quantize import quantize_onnx
+    from pcdistill.engine.checkpoint import build_from_checkpoint
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="pcdistill-profile-") as tmp:
+        for i, source in enumerate(sources):
+            files = {"torch": Path(source) if source.endswith(".pt") else None}
+            if files["torch"] is None:
+                files["torch"] = _zoo_checkpoint(Path(tmp) / f"{i}.pt", source, width, num_points)
+            model, ckpt = build_from_checkpoint(files["torch"])
+            n = ckpt["config"]["data"]["num_points"]
+            points = builtin_dataset("test", num_points=n).points[: max(BATCHES)]
+            if "onnx" in runtimes or "int8" in runtimes:
+                files["onnx"] = Path(tmp) / f"{i}.onnx"
+                export_onnx(files["torch"], files["onnx"], data="builtin", samples=8)
+            if "int8" in runtimes:
+                files["int8"] = Path(tmp) / f"{i}_int8.onnx"
+                quantize_onnx(files["onnx"], files["int8"], "dynamic", None)
+            flops = count_flops(model, torch.from_numpy(points[:1]))
+            for runtime in runtimes:
+                with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+                    job = (runtime, str(files[runtime]), points, threads, repeats)
+                    timing = pool.submit(_measure, *job).result()
+                rows.append({
+                    "model": f"{ckpt['model']['name']} x{ckpt['model']['width']:g}",
+                    "source": source, "runtime": runtime, "params": count_params(model),
+                    "flops": flops, "file_bytes": files[runtime].stat().st_size,
+                    "num_points": n, "threads": threads, **{
+                        f"b{b}_{k}": timing[b][k] for b in BATCHES for k in ("median_ms", "p90_ms")
+                    },
+                    "throughput": max(BATCHES) / timing[max(BATCHES)]["median_ms"] * 1e3,
+                    "peak_mb": timing["peak_mb"],
+                })  # fmt: skip
+    return rows
+
+
+def _zoo_checkpoint(path: Path, name: str, width: float, num_points: int) -> Path:
+    """A random-weight checkpoint of zoo model `name`, so it goes the checkpoint's way."""
+    from pcdistill.data import builtin_dataset
+    from pcdistill.engine.checkpoint import model_spec, save_model
+    from pcdistill.engine.config import RunConfig
+    from pcdistill.models import create_model
+
+    cfg = RunConfig().model_dump(mode="json")
+    cfg["data"]["num_points"] = num_points
+    names = builtin_dataset("test").class_names
+    model = create_model(name, num_classes=len(names), width=width)
+    save_model(path, model, model_spec(name, len(names), width), list(names), "", cfg)
+    return path

@@ -1,0 +1,80 @@
+"""ONNX export: the whole classifier (sampling and grouping too) matches PyTorch on real
+shapes at any batch size, and a bad checkpoint or a failed parity check leaves no file."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pcdistill.cli import main
+from pcdistill.data import builtin_dataset
+from pcdistill.deploy.export import export_onnx, ort_session, read_metadata, run_onnx, run_torch
+from pcdistill.engine.checkpoint import build_from_checkpoint, model_spec, save_model
+from pcdistill.engine.config import RunConfig
+from pcdistill.errors import ModelError
+from pcdistill.models import create_model
+
+pytest.importorskip("onnxruntime")
+
+
+def write_checkpoint(path: Path, name: str, width: float, num_points: int, **data) -> Path:
+    """A random-weight checkpoint whose BatchNorm statistics come from real training shapes,
+    so activations and logits have the spread of a trained model's, not all one class."""
+    cfg = RunConfig().model_dump(mode="json")
+    cfg["data"].update(num_points=num_points, **data)
+    train = builtin_dataset("train", num_points=num_points)
+    model = create_model(name, num_classes=len(train.class_names), width=width)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None  # cumulative average over the batches below
+    model.train()
+    with torch.no_grad():
+        model(torch.from_numpy(train.points[::10]))
+    spec = model_spec(name, len(train.class_names), width)
+    save_model(path, model, spec, list(train.class_names), train.fingerprint(), cfg)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "width", "num_points"),
+    [("pointnet2_msg", 0.125, 1024), ("pointnet2_ssg", 0.25, 512), ("dgcnn", 0.25, 256)],
+)
+def test_export_matches_pytorch_at_any_batch_size(tmp_path, name, width, num_points):
+    ckpt = write_checkpoint(tmp_path / "model.pt", name, width, num_points)
+    out = tmp_path / "model.onnx"
+    parity = export_onnx(ckpt, out, samples=16)
+    assert parity.samples == 16 and parity.agreement == 1.0
+    assert parity.max_abs_diff <= 1e-5 * max(1.0, parity.logit_scale)  # no near-tie swaps here
+    assert parity.logit_scale > 0.05  # real logits, not a constant output
+
+    meta = read_metadata(out)
+    assert meta["num_points"] == num_points and len(meta["class_names"]) == 40
+    model, _ = build_from_checkpoint(ckpt)
+    session = ort_session(out)
+    points = builtin_dataset("test", num_points=num_points).points
+    for batch in (points[5:6], points[40:43]):  # traced at batch 2: both must work
+        np.testing.assert_allclose(run_onnx(session, batch), run_torch(model, batch), atol=1e-4)
+
+
+def test_failed_parity_raises_and_leaves_no_file(tmp_path, monkeypatch):
+    ckpt = write_checkpoint(tmp_path / "model.pt", "dgcnn", 0.125, 256)
+    out = tmp_path / "out" / "model.onnx"
+    monkeypatch.setattr(
+        "pcdistill.deploy.export.run_torch", lambda model, points, batch_size=16: np.zeros((2, 40))
+    )
+    with pytest.raises(ModelError, match="does not match PyTorch"):
+        export_onnx(ckpt, out, samples=2)
+    assert list(out.parent.iterdir()) == []
+
+
+def test_missing_or_corrupt_checkpoint_gives_one_clear_error(tmp_path, capsys):
+    out = tmp_path / "model.onnx"
+    with pytest.raises(ModelError, match="checkpoint not found"):
+        export_onnx(tmp_path / "nowhere.pt", out)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    assert main(["export", str(corrupt), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pcdistill: error: checkpoint") and str(corrupt) in err
+    assert "\n" not in err and not out.exists()

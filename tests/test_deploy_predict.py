@@ -1,0 +1,108 @@
+"""Predicting single files: every supported format, checkpoint and ONNX export agree, and a
+bad file gets one clear error naming it."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from pcdistill.cli import main
+from pcdistill.deploy.export import export_onnx
+from pcdistill.deploy.predict import predict_files
+from pcdistill.errors import ConfigError, DataError
+from test_deploy_export import write_checkpoint
+
+pytest.importorskip("onnxruntime")
+
+NUM_POINTS = 256
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> tuple[Path, Path]:
+    """A small DGCNN checkpoint (normalising, FPS point selection) and its ONNX export."""
+    folder = tmp_path_factory.mktemp("models")
+    ckpt = write_checkpoint(
+        folder / "dgcnn.pt", "dgcnn", 0.125, NUM_POINTS, normalize=True, sampling="fps"
+    )
+    export_onnx(ckpt, folder / "dgcnn.onnx", samples=4)
+    return ckpt, folder / "dgcnn.onnx"
+
+
+def write_files(folder: Path) -> list[Path]:
+    """One file per supported format: clouds (.npy, .txt, .ply) and meshes (.off, .obj, .ply)."""
+    rng = np.random.default_rng(0)
+    cloud = rng.normal(size=(600, 3)) * [1.0, 0.5, 2.0]
+    paths = [folder / "cloud.npy", folder / "cloud.txt", folder / "cloud.ply"]
+    np.save(paths[0], cloud.astype(np.float32))
+    np.savetxt(paths[1], cloud, delimiter=",")
+    trimesh.PointCloud(cloud).export(paths[2])
+    meshes = {
+        "box.off": trimesh.creation.box(extents=(1, 2, 0.5)),
+        "sphere.obj": trimesh.creation.icosphere(),
+        "cone.ply": trimesh.creation.cone(radius=1, height=2),
+    }
+    for name, mesh in meshes.items():
+        mesh.export(folder / name)
+        paths.append(folder / name)
+    return paths
+
+
+def test_every_format_same_top1_for_checkpoint_and_onnx(models, tmp_path):
+    ckpt, onnx_file = models
+    files = write_files(tmp_path)
+    torch_preds = predict_files(files, ckpt, top_k=3)
+    onnx_preds = predict_files(files, onnx_file, top_k=3)
+    for a, b in zip(torch_preds, onnx_preds, strict=True):
+        assert a.points.shape == (NUM_POINTS, 3)
+        assert np.linalg.norm(a.points, axis=1).max() == pytest.approx(1.0)  # normalised
+        assert len(a.top) == 3 and a.top[0][0] == b.top[0][0]
+        assert a.top[0][1] == pytest.approx(b.top[0][1], abs=1e-5)
+        probs = [p for _, p in a.top]
+        assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+
+
+def test_cli_prints_top_k_and_plots(models, tmp_path, capsys):
+    _, onnx_file = models
+    files = write_files(tmp_path)[3:5]
+    png = tmp_path / "plot.png"
+    argv = ["predict", *map(str, files), "--model", str(onnx_file), "--top-k", "2"]
+    assert main([*argv, "--png", str(png)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(files[0]) and lines[1].startswith("  1. ")
+    assert lines[3] == str(files[1]) and png.stat().st_size > 1000
+
+
+def one_error_line(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pcdistill: error: ") and "\n" not in err
+    return err
+
+
+def test_bad_files_give_one_clear_error_naming_them(models, tmp_path, capsys):
+    ckpt, onnx_file = models
+    corrupt = tmp_path / "broken.ply"
+    corrupt.write_bytes(b"ply\nformat nonsense\n\x00\x01\x02")
+    unsupported = tmp_path / "cloud.xyz"
+    unsupported.write_text("0 0 0\n")
+    few = tmp_path / "few.npy"
+    np.save(few, np.ones((10, 3), np.float32))
+    bad_npy = tmp_path / "bad.npy"
+    bad_npy.write_bytes(b"\x93NUMPY garbage")
+    for path, words in [
+        (corrupt, "cannot read"),
+        (unsupported, "unsupported file type '.xyz'"),
+        (few, "fewer than"),
+        (bad_npy, "cannot read"),
+        (tmp_path / "missing.off", "not found"),
+    ]:
+        for model in (ckpt, onnx_file):
+            err = one_error_line(capsys, ["predict", str(path), "--model", str(model)])
+            assert str(path) in err and words in err
+        with pytest.raises(DataError):
+            predict_files([path], onnx_file)
+    with pytest.raises(ConfigError, match=f"exported for {NUM_POINTS} points"):
+        predict_files([tmp_path / "x.npy"], onnx_file, num_points=128)
+    err = one_error_line(capsys, ["predict", str(few), "--model", str(tmp_path / "none.onnx")])
+    assert "none.onnx" in err

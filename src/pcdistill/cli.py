@@ -256,19 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=40, help="number of classes (default 40)")
     p.set_defaults(func=_cmd_models)
 
-    p = sub.add_parser("train", help="train a model from a YAML config")
-    p.add_argument("--config", help="YAML run config (see configs/)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. optim.lr=0.01")
-    p.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("distill", help="distil a student (see configs/distill/)")
-    p.add_argument("--config", help="YAML distillation config (see configs/distill/)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. loss.kd.alpha=0.5")
-    p.set_defaults(func=_cmd_distill)
+    for name, func, what, folder, example in (
+        ("train", _cmd_train, "train a model", "configs/", "optim.lr=0.01"),
+        ("distill", _cmd_distill, "distil a student", "configs/distill/", "loss.kd.alpha=0.5"),
+    ):
+        p = sub.add_parser(name, help=f"{what} from a YAML config (see {folder})")
+        p.add_argument("--config", help=f"YAML run config (see {folder})")
+        p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
+        p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"e.g. {example}")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint")
     p.add_argument("checkpoint", help="a .pt checkpoint written by train")

@@ -32,10 +32,9 @@ from pcdistill.engine.checkpoint import (
 )
 from pcdistill.engine.config import dump_config
 from pcdistill.engine.distributed import world
-from pcdistill.engine.run import build_trainer, check_model_config, load_splits
+from pcdistill.engine.run import build_trainer, check_model_config, load_splits, new_model
 from pcdistill.engine.trainer import Split, Trainer, point_augment
 from pcdistill.errors import ConfigError, DataError, ModelError
-from pcdistill.models import create_model
 from pcdistill.records import RecordSet, read_records
 from pcdistill.records.schema import model_fingerprint
 from pcdistill.transforms import ShapeAugment
@@ -70,9 +69,7 @@ def build_distill_trainer(
         teacher, teacher_ckpt = _load_teacher(cfg.teacher, train.class_names)
     records = _load_records(cfg, splits, teacher, teacher_ckpt) if cfg.records else None
 
-    torch.manual_seed(cfg.seed)  # model initialisation, as for any training run
-    model = create_model(cfg.model.name, num_classes, cfg.model.width, **cfg.model.kwargs)
-    spec = model_spec(cfg.model.name, num_classes, cfg.model.width, cfg.model.kwargs)
+    model, spec = new_model(cfg, num_classes)  # initialised as for any training run
     if init is not None:
         load_state(model, init, Path(cfg.out) / "netaug" / "tiny.pt")
     objective = build_objective(cfg, model, teacher, records, len(train.points))

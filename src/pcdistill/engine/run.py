@@ -99,6 +99,17 @@ def check_model_config(cfg: RunConfig) -> None:
         )
 
 
+def new_model(cfg: RunConfig, num_classes: int) -> tuple[nn.Module, dict]:
+    """The configured zoo model, initialised from the run seed, and its checkpoint spec."""
+    from pcdistill.models import create_model
+
+    torch.manual_seed(cfg.seed)
+    m = cfg.model
+    return create_model(m.name, num_classes, m.width, **m.kwargs), model_spec(
+        m.name, num_classes, m.width, m.kwargs
+    )
+
+
 def build_trainer(
     cfg: RunConfig,
     quiet: bool = False,
@@ -110,17 +121,11 @@ def build_trainer(
     spec: dict | None = None,
 ) -> Trainer:
     """A trainer for `cfg` (a zoo model from scratch unless `model` and its `spec` are given)."""
-    from pcdistill.models import create_model
-
     check_model_config(cfg)
     train, val, test, fingerprint = splits or load_splits(cfg)
     num_classes = len(train.class_names)
     if model is None:
-        torch.manual_seed(cfg.seed)  # model initialisation
-        spec = model_spec(cfg.model.name, num_classes, cfg.model.width, cfg.model.kwargs)
-        model = create_model(
-            cfg.model.name, num_classes=num_classes, width=cfg.model.width, **cfg.model.kwargs
-        )
+        model, spec = new_model(cfg, num_classes)
     return Trainer(
         cfg,
         model,

@@ -16,6 +16,7 @@ from pcdistill.errors import ModelError
 from pcdistill.models import create_model
 
 pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
 
 
 def write_checkpoint(path: Path, name: str, width: float, num_points: int, **data) -> Path:
@@ -47,6 +48,11 @@ def test_export_matches_pytorch_at_any_batch_size(tmp_path, name, width, num_poi
     assert parity.samples == 16 and parity.agreement == 1.0
     assert parity.max_abs_diff <= 1e-5 * max(1.0, parity.logit_scale)  # no near-tie swaps here
     assert parity.logit_scale > 0.05  # real logits, not a constant output
+
+    if name.startswith("pointnet2"):  # FPS is one Loop node, not one block per sample
+        graph = onnx.load(str(out)).graph
+        assert [n.op_type for n in graph.node].count("Loop") == 2  # one per set abstraction
+        assert len(graph.node) < 2000 and out.stat().st_size < 2**20
 
     meta = read_metadata(out)
     assert meta["num_points"] == num_points and len(meta["class_names"]) == 40

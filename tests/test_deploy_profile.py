@@ -5,7 +5,7 @@ import math
 import pytest
 
 from pcdistill.cli import main
-from pcdistill.deploy.profile import profile_models
+from pcdistill.deploy.profile import matmul_gflops, profile_models
 
 pytest.importorskip("onnxruntime")
 
@@ -27,3 +27,18 @@ def test_profile_refuses_unknown_models(tmp_path, capsys):
         assert main(["profile", name, "--torch-only"]) == 2
         err = capsys.readouterr().err.strip()
         assert words in err and "\n" not in err
+
+
+def test_profile_prints_flop_bound_next_to_latency(capsys):
+    """The FLOP bound (FLOPs / measured matmul throughput) is printed per row, and no
+    measured latency beats it — a bound above the latency would mean a wrong unit."""
+    assert 1 < matmul_gflops(threads=1, size=256, repeats=3) < 10_000
+    args = ["profile", "dgcnn", "--width", "0.125", "--num-points", "256",
+            "--torch-only", "--repeats", "2"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "GFLOP/s" in out
+    line = next(x for x in out.splitlines() if "FLOP bound" in x and x.startswith("dgcnn"))
+    bound = float(line.split("FLOP bound ")[1].split(" ms")[0])
+    batch1 = float(line.split("batch 1 ")[1].split(" ms")[0])
+    assert 0 < bound < batch1

@@ -218,7 +218,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 def _cmd_profile(args: argparse.Namespace) -> int:
     """Size and speed of checkpoints or zoo models side by side: PyTorch, ONNX, int8."""
-    from pcdistill.deploy.profile import RUNTIMES, profile_models
+    from pcdistill.deploy.profile import RUNTIMES, matmul_gflops, profile_models
 
     runtimes = ("torch",) if args.torch_only else RUNTIMES
     opts = {"width": args.width, "num_points": args.num_points, "threads": args.threads}
@@ -239,6 +239,19 @@ def _cmd_profile(args: argparse.Namespace) -> int:
             f"{r['b1_median_ms']:>6.1f} / {r['b1_p90_ms']:<4.1f} "
             f"{r['b32_median_ms']:>7.0f} / {r['b32_p90_ms']:<5.0f} "
             f"{r['throughput']:>9.1f} {r['peak_mb']:>8.1f}"
+        )
+    gflops = matmul_gflops(args.threads)
+    print(
+        f"\nmatmul throughput: {gflops:.1f} GFLOP/s (float32 1024x1024 torch.mm, "
+        f"{args.threads} thread(s)); FLOP bound = MFLOPs / throughput, per sample"
+    )
+    for r in rows:
+        bound = r["flops"] / (gflops * 1e9) * 1e3
+        per_sample = r["b32_median_ms"] / 32
+        print(
+            f"{r['model']:<22} {r['runtime']:<7} FLOP bound {bound:.3f} ms; measured "
+            f"batch 1 {r['b1_median_ms']:.1f} ms ({r['b1_median_ms'] / bound:.0f}x), "
+            f"batch 32 {per_sample:.2f} ms/sample ({per_sample / bound:.0f}x)"
         )
     return 0
 

@@ -63,6 +63,22 @@ def time_call(fn: Callable[[], object], repeats: int = 30, warmup: int = 5) -> d
     }
 
 
+@torch.no_grad()
+def matmul_gflops(threads: int = 1, size: int = 1024, repeats: int = 10) -> float:
+    """This machine's float32 matmul throughput in GFLOP/s: a size x size torch.mm at
+    `threads` threads, median of `repeats`. FLOPs divided by it is the time a model
+    would take if it were nothing but large dense matmuls — a lower bound to compare
+    latency with."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        ms = time_call(lambda: torch.mm(a, b), repeats, warmup=3)["median_ms"]
+    finally:
+        torch.set_num_threads(previous)
+    return 2 * size**3 / (ms * 1e-3) / 1e9
+
+
 RUNTIMES = ("torch", "onnx", "int8")
 BATCHES = (1, 32)
 

@@ -41,17 +41,9 @@ def train(tmp: Path, nproc: int, *overrides: str) -> list[dict]:
     return [torch.load(tmp / f"rank{r}.pt") for r in range(nproc)]
 
 
-def test_two_ranks_hold_identical_weights_and_log_once(tmp_path):
-    ranks = train(tmp_path, 2)
-    for key, value in ranks[0].items():
-        if "running" not in key and "num_batches" not in key:  # BN buffers are per slice
-            assert torch.equal(value, ranks[1][key]), key
-    steps = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
-             if json.loads(x)["event"] == "train_step"]  # fmt: skip
-    assert [s["step"] for s in steps] == [1, 2, 3, 4, 5]  # rank 0 alone writes
-
-
 def test_sync_batchnorm_over_two_ranks_equals_one_process(tmp_path):
+    """Both ranks end with the weights of one process over the same global batches, and
+    rank 0 alone logs."""
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
     # SGD: Adam would turn the rounding noise in the gradient of a bias that feeds a
@@ -64,6 +56,9 @@ def test_sync_batchnorm_over_two_ranks_equals_one_process(tmp_path):
     one = json.loads((tmp_path / "one" / "summary.json").read_text())["test_last"]
     two = json.loads((tmp_path / "two" / "summary.json").read_text())["test_last"]
     assert one["num_samples"] == two["num_samples"] == 30  # gathered, not per rank
+    steps = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["event"] == "train_step"]  # fmt: skip
+    assert [s["step"] for s in steps] == [1, 2, 3, 4, 5]  # written once, by rank 0
 
 
 def test_two_rank_recording_merges_to_the_one_process_recording(tmp_path):
@@ -107,8 +102,9 @@ def test_record_under_torchrun_refuses_a_manual_shard(tmp_path, flag):
 
 def test_a_two_rank_run_resumes_to_the_uninterrupted_result(tmp_path):
     """Two epochs straight, against one epoch then `--resume` with the epoch count raised
-    (a constant learning rate keeps the schedule independent of the total)."""
-    cli = ["-m", "pcdistill", "train", "--quiet", *SMALL, "sched.name=none"]
+    (a constant learning rate keeps the schedule independent of the total). PointNet:
+    resuming does not depend on the model, and it is the quickest to train."""
+    cli = ["-m", "pcdistill", "train", "--quiet", *SMALL, "sched.name=none", "model.name=pointnet"]
     straight = torchrun(2, *cli, "train.epochs=2", f"out={tmp_path / 'straight'}")
     assert straight.returncode == 0, straight.stderr[-3000:]
     first = torchrun(2, *cli, f"out={tmp_path / 'resumed'}")

@@ -2,6 +2,7 @@
 
     python benchmarks/distill_table.py run --workers 2 --threads 1 offline_kd kd scratch ...
     python benchmarks/distill_table.py table offline_kd kd scratch ... > table.md
+    python benchmarks/distill_table.py run scratch kd --seeds 1 2   # more seeds: <out>_seed1, ...
 
 `run` works through the recipes with `--workers` processes of `--threads` threads each
 (two one-thread workers get ~1.7x the throughput of one two-thread run on this 2-core
@@ -27,15 +28,17 @@ RECIPES = ROOT / "configs" / "distill"
 PCDISTILL = [str(Path(sys.executable).with_name("pcdistill"))]
 
 
-def run_folder(recipe: str) -> Path:
+def run_folder(recipe: str, seed: int = 0) -> Path:
+    """The recipe's `out:` folder; seed 0 is the recipe's own seed, others get a suffix."""
     text = (RECIPES / f"{recipe}.yaml").read_text()
     out = next(line.split(":", 1)[1].strip() for line in text.splitlines()
                if line.startswith("out:"))  # fmt: skip
-    return ROOT / out
+    return ROOT / (f"{out}_seed{seed}" if seed else out)
 
 
-def run_one(recipe: str, threads: int) -> str:
-    out = run_folder(recipe)
+def run_one(recipe: str, threads: int, seed: int = 0) -> str:
+    out = run_folder(recipe, seed)
+    recipe = f"{recipe} seed {seed}" if seed else recipe
     if (out / "summary.json").is_file():
         return f"{recipe}: already finished"
     lock = out / "running.pid"  # another runner may be training this recipe right now
@@ -45,8 +48,9 @@ def run_one(recipe: str, threads: int) -> str:
     if started:
         argv = [*PCDISTILL, "distill", "--resume", str(out), "--quiet"]
     else:
-        argv = [*PCDISTILL, "distill", "--config", str(RECIPES / f"{recipe}.yaml"),
-                f"train.threads={threads}", "train.checkpoint_every=50", "--quiet"]  # fmt: skip
+        argv = [*PCDISTILL, "distill", "--config", str(RECIPES / f"{recipe.split()[0]}.yaml"),
+                "--quiet", f"train.threads={threads}", "train.checkpoint_every=50",
+                f"seed={seed}", f"out={out}"]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     with open(out / "stdout.log", "a") as log:
@@ -61,13 +65,13 @@ def run_one(recipe: str, threads: int) -> str:
     return f"{recipe}: exit {peak['exit']}, {peak['wall_s']:.0f} s, {peak['peak_rss_mib']:.0f} MiB"
 
 
-def table(recipes: list[str]) -> str:
-    rows = ["| method (configs/distill/) | test OA | test mAcc | epochs | train time | "
-            "samples/s (last epoch) | peak RSS |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for recipe in recipes:
-        out = run_folder(recipe)
+def table(recipes: list[str], seeds: list[int]) -> str:
+    rows = ["| method (configs/distill/) | seed | test OA | test mAcc | epochs | train time | "
+            "samples/s (last epoch) | peak RSS |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for recipe, seed in ((r, s) for r in recipes for s in seeds):
+        out = run_folder(recipe, seed)
         if not (out / "summary.json").is_file():
-            rows.append(f"| {recipe} | not finished | | | | | |")
+            rows.append(f"| {recipe} | {seed} | not finished | | | | | |")
             continue
         summary = json.loads((out / "summary.json").read_text())
         epochs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()
@@ -82,7 +86,7 @@ def table(recipes: list[str]) -> str:
         rss = max(p["peak_rss_mib"] for p in procs)
         test = summary["test_last"]
         rows.append(
-            f"| {recipe} | {test['oa']:.4f} | {test['macc']:.4f} | {n_epochs} | "
+            f"| {recipe} | {seed} | {test['oa']:.4f} | {test['macc']:.4f} | {n_epochs} | "
             f"{wall / 60:.1f} min | {epochs[-1]['samples_per_s']:.1f} | {rss:,.0f} MiB |"
         )
     return "\n".join(rows)
@@ -94,12 +98,14 @@ def main() -> None:
     parser.add_argument("recipes", nargs="+")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = parser.parse_args()
     if args.action == "table":
-        print(table(args.recipes))
+        print(table(args.recipes, args.seeds))
         return
+    jobs = [(r, s) for s in args.seeds for r in args.recipes]
     with ThreadPoolExecutor(args.workers) as pool:
-        for line in pool.map(lambda r: run_one(r, args.threads), args.recipes):
+        for line in pool.map(lambda job: run_one(job[0], args.threads, job[1]), jobs):
             print(line, flush=True)
 
 

@@ -41,6 +41,14 @@ def train(tmp: Path, nproc: int, *overrides: str) -> list[dict]:
     return [torch.load(tmp / f"rank{r}.pt") for r in range(nproc)]
 
 
+def test_two_ranks_hold_identical_weights(tmp_path):
+    """Plain DDP (no SyncBatchNorm): the replicas never drift apart."""
+    ranks = train(tmp_path, 2)
+    for key, value in ranks[0].items():
+        if "running" not in key and "num_batches" not in key:  # BN buffers are per slice
+            assert torch.equal(value, ranks[1][key]), key
+
+
 def test_sync_batchnorm_over_two_ranks_equals_one_process(tmp_path):
     """Both ranks end with the weights of one process over the same global batches, and
     rank 0 alone logs."""

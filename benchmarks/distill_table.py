@@ -38,17 +38,17 @@ def run_folder(recipe: str, seed: int = 0) -> Path:
 
 def run_one(recipe: str, threads: int, seed: int = 0) -> str:
     out = run_folder(recipe, seed)
-    recipe = f"{recipe} seed {seed}" if seed else recipe
+    label = f"{recipe} seed {seed}" if seed else recipe
     if (out / "summary.json").is_file():
-        return f"{recipe}: already finished"
+        return f"{label}: already finished"
     lock = out / "running.pid"  # another runner may be training this recipe right now
     if lock.is_file() and Path(f"/proc/{lock.read_text().strip()}").exists():
-        return f"{recipe}: running in process {lock.read_text().strip()}, skipped"
+        return f"{label}: running in process {lock.read_text().strip()}, skipped"
     started = (out / "last.pt").is_file() or (out / "netaug" / "last.pt").is_file()
     if started:
         argv = [*PCDISTILL, "distill", "--resume", str(out), "--quiet"]
     else:
-        argv = [*PCDISTILL, "distill", "--config", str(RECIPES / f"{recipe.split()[0]}.yaml"),
+        argv = [*PCDISTILL, "distill", "--config", str(RECIPES / f"{recipe}.yaml"),
                 "--quiet", f"train.threads={threads}", "train.checkpoint_every=50",
                 f"seed={seed}", f"out={out}"]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
@@ -62,7 +62,7 @@ def run_one(recipe: str, threads: int, seed: int = 0) -> str:
             "resumed": started, "exit": os.waitstatus_to_exitcode(status)}  # fmt: skip
     with open(out / "process.jsonl", "a") as f:
         f.write(json.dumps(peak) + "\n")
-    return f"{recipe}: exit {peak['exit']}, {peak['wall_s']:.0f} s, {peak['peak_rss_mib']:.0f} MiB"
+    return f"{label}: exit {peak['exit']}, {peak['wall_s']:.0f} s, {peak['peak_rss_mib']:.0f} MiB"
 
 
 def table(recipes: list[str], seeds: list[int]) -> str:

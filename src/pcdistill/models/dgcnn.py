@@ -15,7 +15,9 @@ keeps a redundant one on the second head layer: 256 parameters more than here).
 import torch
 from torch import Tensor, nn
 
+from pcdistill.models.grouped_mlp import first_layer, grouped_max
 from pcdistill.models.layers import PointClassifier, mlp_head, scale_width, shared_mlp
+from pcdistill.models.paths import get_path
 from pcdistill.models.registry import register_model
 from pcdistill.ops import gather, knn
 
@@ -41,7 +43,14 @@ class EdgeConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B, N, C) -> (B, N, C')."""
-        neighbours = gather(x, knn(x, x, K))  # (B, N, K, C), each point is its own nearest
+        idx = knn(x, x, K)  # (B, N, K), each point is its own nearest
+        if get_path() == "fast":
+            # W·[x_j - x_i; x_i] = W_a·x_j - (W_a - W_b)·x_i: the first layer per point,
+            # the grouped tensor only at its output width (`grouped_mlp`).
+            w, _ = first_layer(self.mlp)
+            w_a, w_b = w.split(x.shape[-1], dim=1)
+            return grouped_max(x @ w_a.t(), x @ (w_a - w_b).t(), idx, self.mlp)
+        neighbours = gather(x, idx)  # (B, N, K, C)
         centre = x.unsqueeze(2).expand_as(neighbours)
         edges = torch.cat([neighbours - centre, centre], dim=-1).permute(0, 3, 1, 2)
         return self.mlp(edges).amax(dim=-1).transpose(1, 2)

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from pcdistill.errors import ModelError
+from pcdistill.models.grouped_mlp import first_layer, grouped_max
 from pcdistill.models.layers import (
     PointClassifier,
     mlp_head,
@@ -30,6 +32,7 @@ from pcdistill.models.layers import (
     scale_width,
     shared_mlp,
 )
+from pcdistill.models.paths import get_path
 from pcdistill.models.registry import register_model
 from pcdistill.ops import ball_query, gather
 
@@ -77,18 +80,42 @@ class SetAbstraction(nn.Module):
         b, n, _ = xyz.shape
         if self.level.npoint is None:  # one set of all points, centred at the origin
             centroids = xyz.new_zeros(b, 1, 3)
-            neighbourhoods = [torch.arange(n, device=xyz.device).expand(b, 1, n)]
+            neighbourhoods = None
         else:
             centroids = gather(xyz, sample_centroids(xyz, self.level.npoint, fps_ordered))
             neighbourhoods = [
                 ball_query(centroids, xyz, radius, k)
                 for radius, k in zip(self.level.radii, self.level.nsamples, strict=True)
             ]
+        if get_path() == "fast":
+            return centroids, self._branches_fast(xyz, features, centroids, neighbourhoods)
+        if neighbourhoods is None:
+            neighbourhoods = [torch.arange(n, device=xyz.device).expand(b, 1, n)]
         pooled = [
             mlp(self._group(xyz, features, idx, centroids)).amax(dim=-1)
             for mlp, idx in zip(self.branches, neighbourhoods, strict=True)
         ]
         return centroids, torch.cat(pooled, dim=1).transpose(1, 2)
+
+    def _branches_fast(
+        self, xyz: Tensor, features: Tensor | None, centroids: Tensor, idx: list[Tensor] | None
+    ) -> Tensor:
+        """The same function with every branch's first layer applied per point, before
+        grouping (`grouped_mlp`): W·[x_j - c; f_j] + b = (W·[x_j; f_j] + b) - W_xyz·c."""
+        points = xyz if features is None else torch.cat([xyz, features], dim=-1)
+        firsts = [first_layer(mlp) for mlp in self.branches]
+        w = torch.cat([w for w, _ in firsts])  # all branches' first layers in one matmul
+        h = F.linear(points, w, torch.cat([bias for _, bias in firsts]))
+        centre = None if idx is None else F.linear(centroids, w[:, :3])
+        widths = [w.shape[0] for w, _ in firsts]
+        hs = h.split(widths, dim=-1)
+        centres = [None] * len(widths) if centre is None else centre.split(widths, dim=-1)
+        neighbourhoods = [None] * len(widths) if idx is None else idx
+        pooled = [
+            grouped_max(h_i, c_i, idx_i, mlp)
+            for h_i, c_i, idx_i, mlp in zip(hs, centres, neighbourhoods, self.branches, strict=True)
+        ]
+        return torch.cat(pooled, dim=-1)
 
     @staticmethod
     def _group(xyz: Tensor, features: Tensor | None, idx: Tensor, centroids: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ breaks ties towards the lower index, as torch's argmax does. torch.topk promises
 order among exactly equal distances, so there (and only there) kNN may differ.
 
 Threads: each kernel fills a range of clouds (FPS) or queries (kNN, ball query) with
-the GIL released, and `_run` hands chunks of the range to a thread pool sized by
+the GIL released, and `run_chunks` hands chunks of the range to a thread pool sized by
 torch.get_num_threads(), so one knob sets both (DataLoader workers get 1 thread and
 run serially). We do not use numba's own threading layer: its default OpenMP layer is
 not fork-safe on Linux (numba's docs), and a forked DataLoader worker must keep
@@ -164,7 +164,7 @@ def _thread_pool(threads: int) -> ThreadPoolExecutor:
     return _pool[2]
 
 
-def _run(kernel: Callable[..., None], total: int, *args: object) -> None:
+def run_chunks(kernel: Callable[..., None], total: int, *args: object) -> None:
     """Call kernel(*args, lo, hi) over 0..total-1, in chunks spread over torch's threads."""
     threads = min(torch.get_num_threads(), total)
     if threads <= 1:
@@ -189,7 +189,7 @@ def _numpy(x: Tensor) -> np.ndarray:
 def farthest_point_sample(xyz: Tensor, m: int) -> Tensor:
     """CPU kernel for `sampling.farthest_point_sample`."""
     out = np.empty((xyz.shape[0], m), np.int64)
-    _run(_farthest_point_sample, xyz.shape[0], _channels_first(xyz), out)
+    run_chunks(_farthest_point_sample, xyz.shape[0], _channels_first(xyz), out)
     return torch.from_numpy(out)
 
 
@@ -198,7 +198,7 @@ def ball_query(query: Tensor, ref: Tensor, radius: float, k: int) -> Tensor:
     b, m, _ = query.shape
     r2 = float(torch.tensor(radius * radius, dtype=ref.dtype))  # rounded as torch compares
     out = np.empty((b, m, k), np.int64)
-    _run(_ball_query, b * m, _numpy(query), _channels_first(ref), r2, out)
+    run_chunks(_ball_query, b * m, _numpy(query), _channels_first(ref), r2, out)
     return torch.from_numpy(out)
 
 
@@ -207,9 +207,9 @@ def knn(query: Tensor, ref: Tensor, k: int) -> Tensor:
     b, m, _ = query.shape
     out = np.empty((b, m, k), np.int64)
     if query.shape[-1] <= EXACT_MAX_DIM:
-        _run(_knn_exact, b * m, _numpy(query), _channels_first(ref), out)
+        run_chunks(_knn_exact, b * m, _numpy(query), _channels_first(ref), out)
     else:
         with torch.no_grad():
             d = square_distance(query, ref)
-        _run(_smallest_k, b * m, d.numpy(), out)
+        run_chunks(_smallest_k, b * m, d.numpy(), out)
     return torch.from_numpy(out)

@@ -1,0 +1,363 @@
+"""Fused CPU kernels (numba) for a shared MLP over grouped neighbourhoods, max-pooled.
+
+The chain every PointNet++ branch and DGCNN EdgeConv runs, after the first linear
+layer has been applied per point (`pcdistill.models.grouped_mlp` explains the
+rewrite): for each group g (a centroid) and neighbour j,
+
+    z1 = h[idx[g, j]] - c[g]                       (the first layer's pre-activation)
+    a_l = act(BN_l(z_l)),  z_{l+1} = W_{l+1} a_l + b_{l+1}
+    out[g] = max_j a_L
+
+Why fused: with PyTorch ops each conv -> BatchNorm -> activation step streams the
+grouped tensor (up to 134 MB per layer for the tiny model at batch 32) through
+memory about ten times, forward and backward, and that traffic, not the FLOPs, is
+the step time. Here the positions are processed in tiles of whole groups that stay
+in cache: forward writes each layer's pre-activation z_l once (z_1 is never stored,
+it is re-gathered), backward writes one gradient per layer, and the max keeps its
+argmax so the backward of the pooling touches one position per group and channel.
+
+Layout: a layer's values live tile-major, (tiles, channels, positions in the tile),
+so every inner loop runs over contiguous positions and vectorises. A tile holds
+`gpt` whole groups of k neighbours; tiles never straddle two clouds when gpt
+divides the groups per cloud, which lets the first layer's backward scatter into
+the per-point gradient one cloud per thread without races.
+
+BatchNorm uses batch statistics (training): per-tile sums in float64, reduced by the
+caller; the caller turns them into scale/shift and updates running statistics.
+Reductions are compiled with reassociation allowed (so they vectorise): results are
+deterministic on a machine but round differently from PyTorch's, at the 1e-16
+relative level in float64 (tests/test_fast_path.py holds the two equal).
+Threads: the `cpu_kernels` pool, chunks of tiles (or of clouds) per call.
+"""
+
+import numba
+import numpy as np
+
+_jit = numba.njit(nogil=True, cache=True, fastmath={"reassoc", "nsz", "contract"})
+
+
+@_jit
+def _gather(h, c, idx, k, g0, ng, buf):
+    """buf[:, r*k + j] = h[idx[g0 + r, j]] - c[g0 + r]: the first layer's pre-activation."""
+    for r in range(ng):
+        grp = g0 + r
+        for j in range(k):
+            row = idx[grp, j]
+            t = r * k + j
+            for ch in range(h.shape[1]):
+                buf[ch, t] = h[row, ch] - c[grp, ch]
+
+
+@_jit
+def _load_z(first, tile, g0, ng, k, h, c, idx, zstore, buf):
+    """A tile's pre-activations: re-gathered for the first layer, else the stored ones."""
+    if first:
+        _gather(h, c, idx, k, g0, ng, buf)
+        return buf
+    return zstore[tile]
+
+
+@_jit
+def _activate(z, scale, shift, slope, a, n):
+    """a = act(z * scale + shift) per channel row over the first n positions."""
+    for ch in range(scale.shape[0]):
+        _act_row(z[ch], scale[ch], shift[ch], slope, a[ch], n)
+
+
+@_jit
+def _act_row(z, s, b, slope, a, n):
+    for t in range(n):
+        y = z[t] * s + b
+        a[t] = max(y, slope * y)
+
+
+@_jit
+def _linear(w, b, a, out, n):
+    """out = w @ a + b over the first n positions (axpy form: vectorised over positions)."""
+    for o in range(w.shape[0]):
+        row = out[o]
+        bo = b[o]
+        for t in range(n):
+            row[t] = bo
+        for i in range(w.shape[1]):
+            _axpy(w[o, i], a[i], row, n)
+
+
+@_jit
+def _dot(x, y, n, plain_sum):
+    """sum(x * y) (or sum(x)) over the first n entries of two rows, in their own dtype:
+    one vectorised reduction (a float64 accumulator would keep it scalar)."""
+    s = x[0] * 0
+    if plain_sum:
+        for t in range(n):
+            s += x[t]
+    else:
+        for t in range(n):
+            s += x[t] * y[t]
+    return s
+
+
+@_jit
+def _axpy(alpha, x, y, n):
+    """y += alpha * x over the first n entries."""
+    for t in range(n):
+        y[t] += alpha * x[t]
+
+
+@_jit
+def _row_stats(z, n, sums, squares):
+    for ch in range(z.shape[0]):
+        row = z[ch]
+        s = 0.0
+        q = 0.0
+        for t in range(n):
+            v = np.float64(row[t])
+            s += v
+            q += v * v
+        sums[ch] = s
+        squares[ch] = q
+
+
+@_jit
+def _tile(tile, gpt, groups):
+    """First group and group count of a tile."""
+    return tile * gpt, min(gpt, groups - tile * gpt)
+
+
+@_jit
+def first_stats(h, c, idx, k, gpt, sums, squares, lo, hi):
+    """Per-tile sums and sums of squares of the first layer's pre-activation."""
+    buf = np.empty((h.shape[1], gpt * k), h.dtype)
+    for tile in range(lo, hi):
+        g0, ng = _tile(tile, gpt, idx.shape[0])
+        _gather(h, c, idx, k, g0, ng, buf)
+        _row_stats(buf, ng * k, sums[tile], squares[tile])
+
+
+@_jit
+def forward_layer(
+    first, h, c, idx, k, gpt, zprev, scale, shift, slope, w, b, zout, sums, squares, lo, hi
+):
+    """z_out = w @ act(BN(z_prev)) + b for tiles lo..hi-1, stored, with its statistics."""
+    t_len = gpt * k
+    buf = np.empty((w.shape[1], t_len), h.dtype)
+    a = np.empty((w.shape[1], t_len), h.dtype)
+    for tile in range(lo, hi):
+        g0, ng = _tile(tile, gpt, idx.shape[0])
+        n = ng * k
+        z = _load_z(first, tile, g0, ng, k, h, c, idx, zprev, buf)
+        _activate(z, scale, shift, slope, a, n)
+        out = zout[tile]
+        _linear(w, b, a, out, n)
+        _row_stats(out, n, sums[tile], squares[tile])
+
+
+@_jit
+def forward_max(first, h, c, idx, k, gpt, zlast, scale, shift, slope, out, arg, lo, hi):
+    """out[g] = max_j act(BN(z_L)) and its first argmax j, for the groups of tiles lo..hi-1."""
+    buf = np.empty((scale.shape[0], gpt * k), h.dtype)
+    for tile in range(lo, hi):
+        g0, ng = _tile(tile, gpt, idx.shape[0])
+        z = _load_z(first, tile, g0, ng, k, h, c, idx, zlast, buf)
+        for r in range(ng):
+            for ch in range(scale.shape[0]):
+                s, b = scale[ch], shift[ch]
+                best = -np.inf
+                best_j = 0
+                for j in range(k):
+                    y = z[ch, r * k + j] * s + b
+                    a = max(y, slope * y)
+                    if a > best:
+                        best = a
+                        best_j = j
+                out[g0 + r, ch] = best
+                arg[g0 + r, ch] = best_j
+
+
+@_jit
+def last_sums(first, h, c, idx, k, gpt, zlast, scale, shift, mean, invstd, slope, grad, arg,
+              sdy, sdyx, lo, hi):  # fmt: skip
+    """Per-tile sums over positions of the last BatchNorm's output gradient dy and of
+    dy * x_hat, for tiles lo..hi-1.
+
+    dy is non-zero only at each group's argmax, so this reads one position per group
+    and channel instead of the whole tile.
+    """
+    for tile in range(lo, hi):
+        g0, ng = _tile(tile, gpt, idx.shape[0])
+        for ch in range(scale.shape[0]):
+            s1 = 0.0
+            s2 = 0.0
+            for r in range(ng):
+                g = g0 + r
+                j = arg[g, ch]
+                z = h[idx[g, j], ch] - c[g, ch] if first else zlast[tile, ch, r * k + j]
+                y = z * scale[ch] + shift[ch]
+                d = grad[g, ch] if y > 0 else grad[g, ch] * slope
+                s1 += d
+                s2 += d * ((z - mean[ch]) * invstd[ch])
+            sdy[tile, ch] = s1
+            sdyx[tile, ch] = s2
+
+
+@_jit
+def _load_dy(last, tile, g0, ng, k, dystore, grad, arg, z, scale, shift, slope, buf):
+    """A tile's gradient at the BatchNorm output: scattered from the max for the last layer."""
+    if not last:
+        return dystore[tile]
+    n = ng * k
+    for ch in range(buf.shape[0]):
+        row = buf[ch]
+        for t in range(n):
+            row[t] = 0
+    for r in range(ng):
+        for ch in range(buf.shape[0]):
+            t = r * k + arg[g0 + r, ch]
+            y = z[ch, t] * scale[ch] + shift[ch]
+            d = grad[g0 + r, ch]
+            buf[ch, t] = d if y > 0 else d * slope
+    return buf
+
+
+@_jit
+def _bn_backward(z, dy, mean, invstd, coef, mdy, mdyx, dz, n):
+    """dz = gamma * invstd * (dy - mean(dy) - x_hat * mean(dy * x_hat)), batch statistics."""
+    for ch in range(mean.shape[0]):
+        _bn_backward_row(z[ch], dy[ch], mean[ch], invstd[ch] * mdyx[ch], coef[ch], mdy[ch],
+                         dz[ch], n)  # fmt: skip
+
+
+@_jit
+def _bn_backward_row(z, dy, m, s_m2, a, m1, dz, n):
+    for t in range(n):
+        dz[t] = a * (dy[t] - m1 - (z[t] - m) * s_m2)
+
+
+@_jit
+def backward_layer(
+    last, dystore, grad, arg, zstore, mean, invstd, coef, mdy, mdyx, scale, shift,
+    first, h, c, idx, k, gpt, zprev, scale_p, shift_p, mean_p, invstd_p, slope, w,
+    dw, db, dyprev, sdy, sdyx, lo, hi,
+):  # fmt: skip
+    """One layer l >= 2 backward over tiles lo..hi-1.
+
+    From the gradient dy_l at BN_l's output: dz_l, then per-tile partial dW_l and db_l,
+    da_{l-1} = W_l^T dz_l, dy_{l-1} = da_{l-1} * act'(y_{l-1}) (stored), and the per-tile
+    sums of dy_{l-1} and dy_{l-1} * x_hat_{l-1} that BN_{l-1}'s backward needs.
+    """
+    c_out, c_in = w.shape
+    t_len = gpt * k
+    dy_buf = np.empty((c_out, t_len), h.dtype)
+    dz = np.empty((c_out, t_len), h.dtype)
+    zp_buf = np.empty((c_in, t_len), h.dtype)
+    ap = np.empty((c_in, t_len), h.dtype)
+    da = np.empty((c_in, t_len), h.dtype)
+    for tile in range(lo, hi):
+        g0, ng = _tile(tile, gpt, idx.shape[0])
+        n = ng * k
+        z = zstore[tile]
+        dy = _load_dy(last, tile, g0, ng, k, dystore, grad, arg, z, scale, shift, slope, dy_buf)
+        _bn_backward(z, dy, mean, invstd, coef, mdy, mdyx, dz, n)
+        zp = _load_z(first, tile, g0, ng, k, h, c, idx, zprev, zp_buf)
+        _activate(zp, scale_p, shift_p, slope, ap, n)
+        for o in range(c_out):
+            d = dz[o]
+            db[tile, o] = _dot(d, d, n, True)
+            for i in range(c_in):
+                dw[tile, o, i] = _dot(d, ap[i], n, False)
+        for i in range(c_in):
+            row = da[i]
+            for t in range(n):
+                row[t] = 0
+            for o in range(c_out):
+                _axpy(w[o, i], dz[o], row, n)
+        out = dyprev[tile]
+        for i in range(c_in):
+            sdy[tile, i], sdyx[tile, i] = _act_backward_row(
+                da[i], zp[i], scale_p[i], shift_p[i], mean_p[i], invstd_p[i], slope, out[i], n
+            )
+
+
+@_jit
+def _act_backward_row(da, z, scale, shift, mean, invstd, slope, out, n):
+    """out = da * act'(z * scale + shift); returns sum(out) and sum(out * x_hat)."""
+    s1 = 0.0
+    s2 = 0.0
+    for t in range(n):
+        zv = z[t]
+        d = da[t] if zv * scale + shift > 0 else da[t] * slope
+        out[t] = d
+        s1 += d
+        s2 += d * ((zv - mean) * invstd)
+    return s1, s2
+
+
+@_jit
+def backward_first(
+    last, dystore, grad, arg, mean, invstd, coef, mdy, mdyx, scale, shift, slope,
+    h, c, idx, k, gpt, tiles_per_cloud, dh, dc, lo, hi,
+):  # fmt: skip
+    """First layer backward for clouds lo..hi-1: dz_1, scattered into dh (per point) and
+    dc (per group, with a minus sign). A cloud's tiles touch only its own rows of dh."""
+    c1 = h.shape[1]
+    t_len = gpt * k
+    z = np.empty((c1, t_len), h.dtype)
+    dy_buf = np.empty((c1, t_len), h.dtype)
+    dz = np.empty((c1, t_len), h.dtype)
+    n_tiles = (idx.shape[0] + gpt - 1) // gpt
+    for cloud in range(lo, hi):
+        for tile in range(cloud * tiles_per_cloud, min(n_tiles, (cloud + 1) * tiles_per_cloud)):
+            g0, ng = _tile(tile, gpt, idx.shape[0])
+            n = ng * k
+            _gather(h, c, idx, k, g0, ng, z)
+            dy = _load_dy(last, tile, g0, ng, k, dystore, grad, arg, z, scale, shift, slope,
+                          dy_buf)  # fmt: skip
+            _bn_backward(z, dy, mean, invstd, coef, mdy, mdyx, dz, n)
+            for r in range(ng):
+                grp = g0 + r
+                for j in range(k):
+                    row = idx[grp, j]
+                    t = r * k + j
+                    for ch in range(c1):
+                        v = dz[ch, t]
+                        dh[row, ch] += v
+                        dc[grp, ch] -= v
+
+
+@_jit
+def eval_branch(h, c, idx, k, gpt, dims, weights, biases, slope, out, lo, hi):
+    """Inference with BatchNorm folded into each layer: the whole chain per tile, in cache.
+
+    h, c are the first layer's folded per-point / per-group terms (y_1 = h[idx] - c);
+    layer l >= 1 of the rest is weights[l-1][:dims[l], :dims[l-1]], biases[l-1][:dims[l]].
+    Nothing but `out` (groups, dims[-1]) is written to memory.
+    """
+    t_len = gpt * k
+    width = max(weights.shape[1], h.shape[1])
+    a = np.empty((width, t_len), h.dtype)
+    z = np.empty((width, t_len), h.dtype)
+    n_layers = dims.shape[0]
+    for tile in range(lo, hi):
+        g0, ng = _tile(tile, gpt, idx.shape[0])
+        n = ng * k
+        _gather(h, c, idx, k, g0, ng, a)
+        for ch in range(dims[0]):
+            _act_row(a[ch], 1, 0, slope, a[ch], n)
+        for layer in range(1, n_layers):
+            w = weights[layer - 1]
+            b = biases[layer - 1]
+            for o in range(dims[layer]):
+                row = z[o]
+                bo = b[o]
+                for t in range(n):
+                    row[t] = bo
+                for i in range(dims[layer - 1]):
+                    _axpy(w[o, i], a[i], row, n)
+            for o in range(dims[layer]):
+                _act_row(z[o], 1, 0, slope, a[o], n)
+        for r in range(ng):
+            for ch in range(dims[n_layers - 1]):
+                best = -np.inf
+                for j in range(k):
+                    best = max(best, a[ch, r * k + j])
+                out[g0 + r, ch] = best

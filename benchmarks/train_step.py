@@ -1,12 +1,14 @@
-"""Training throughput of the PointNet++ models, side by side in one run.
+"""Training throughput and peak memory, reference path vs fast path, side by side in one run.
 
-Variants, each in its own subprocess (the allocator setting is process-wide):
-  baseline  - glibc's default allocator, FPS computed every step
-  alloc     - `tune_cpu_allocator()` (pcdistill.engine.device)
-  alloc+fps - plus the geometry cache: clouds stored in FPS order, model fps_ordered=True
-Clouds are real ModelNet40 training shapes (1,024 points), batch 32, Adam step.
+Rows: the T3DNet tiny model (PointNet++ MSG x1/8), PointNet++ SSG x1, DGCNN (x1 and
+x1/8), and T3DNet's network-augmentation step (the tiny model plus a randomly widened
+2x/3x sub-network of its supernet, `NetAugObjective`). Each row runs on both paths,
+each in its own subprocess, so peak RSS is that step's own (the process's maximum
+resident set: data, model, optimizer and the step's activations). Clouds are real
+ModelNet40 training shapes (1,024 points), Adam, the CPU allocator tuning that the
+trainer applies; median of `--steps` steps after one warm-up step.
 
-    .venv/bin/python benchmarks/train_step.py [--write BENCHMARKS.md]
+    .venv/bin/python benchmarks/train_step.py [--threads 2] [--write BENCHMARKS.md]
 """
 
 from __future__ import annotations
@@ -16,40 +18,58 @@ import datetime
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "modelnet40_hdf5_1024"
-MODELS = [("pointnet2_msg", 0.125), ("pointnet2_ssg", 1.0)]
-VARIANTS = ["baseline", "alloc", "alloc+fps"]
+ROWS = [
+    ("pointnet2_msg", 0.125),
+    ("pointnet2_ssg", 1.0),
+    ("dgcnn", 1.0),
+    ("dgcnn", 0.125),
+    ("netaug", 0.125),
+]
+PATHS = ["reference", "fast"]
 
 
-def worker(name: str, width: float, variant: str, steps: int, batch: int) -> dict:
+def worker(name: str, width: float, path: str, steps: int, batch: int, threads: int) -> dict:
     """Runs inside the subprocess: time `steps` training steps after one warm-up step."""
     import torch
 
     from pcdistill.data import load_dataset
+    from pcdistill.distill.netaug import NetAugObjective, NetAugSuperNet
     from pcdistill.engine.device import tune_cpu_allocator
     from pcdistill.models import create_model
+    from pcdistill.models.paths import set_path
 
-    if variant != "baseline":
-        assert tune_cpu_allocator()
-    fps = variant == "alloc+fps"
-    data = load_dataset(DATA, "train", num_points=1024, fps_order=fps).subset(range(batch * 4))
+    assert tune_cpu_allocator()
+    torch.set_num_threads(threads)
+    set_path(path)
+    data = load_dataset(DATA, "train", num_points=1024).subset(range(batch * 4))
     torch.manual_seed(0)
-    model = create_model(name, width=width, fps_ordered=fps)
+    if name == "netaug":  # T3DNet stage 1 on the tiny model, widening on
+        model = NetAugSuperNet("pointnet2_msg", 40, width, max_expand=3.0)
+        objective = NetAugObjective((2.0, 3.0), widen_until=1.0)
+        loss_of = lambda x, y: objective(model, SimpleNamespace(points=x, labels=y))[0]  # noqa: E731
+    else:
+        model = create_model(name, width=width)
+        loss_of = lambda x, y: torch.nn.functional.cross_entropy(model(x), y)  # noqa: E731
+    model.train()
     opt = torch.optim.Adam(model.parameters())
     times = []
     for i in range(steps + 1):
         lo = (i % 4) * batch
         x = torch.from_numpy(data.points[lo : lo + batch])
         y = torch.from_numpy(data.labels[lo : lo + batch])
+        torch.manual_seed(i)
         t0 = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss = loss_of(x, y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -58,6 +78,7 @@ def worker(name: str, width: float, variant: str, steps: int, batch: int) -> dic
     return {
         "step_ms": step * 1e3,
         "samples_per_s": batch / step,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "threads": torch.get_num_threads(),
     }
 
@@ -66,50 +87,56 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", nargs="*", help="row names to run (default: all)")
     parser.add_argument("--write", help="replace this benchmark's section of a Markdown file")
     parser.add_argument(
-        "--worker", nargs=3, metavar=("NAME", "WIDTH", "VARIANT"), help=argparse.SUPPRESS
+        "--worker", nargs=3, metavar=("NAME", "WIDTH", "PATH"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
     if args.worker:
-        name, width, variant = args.worker
-        print(json.dumps(worker(name, float(width), variant, args.steps, args.batch)))
+        name, width, path = args.worker
+        result = worker(name, float(width), path, args.steps, args.batch, args.threads)
+        print(json.dumps(result))
         return
 
     rows = []
     load_start = os.getloadavg()
-    for name, width in MODELS:
+    for name, width in ROWS:
+        if args.only and name not in args.only:
+            continue
         result = {}
-        for variant in VARIANTS:
+        for path in PATHS:
             cmd = [sys.executable, __file__, "--steps", str(args.steps), "--batch", str(args.batch),
-                   "--worker", name, str(width), variant]  # fmt: skip
+                   "--threads", str(args.threads), "--worker", name, str(width), path]  # fmt: skip
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            result[variant] = json.loads(out.strip().splitlines()[-1])
-            print(name, width, variant, result[variant], flush=True)
+            result[path] = json.loads(out.strip().splitlines()[-1])
+            print(name, width, path, result[path], flush=True)
         rows.append((name, width, result))
 
-    base = "baseline"
-    write = f" --write {args.write}" if args.write else ""
+    flags = f" --threads {args.threads}" + (f" --write {args.write}" if args.write else "")
     lines = [
-        "## Training throughput: allocator tuning and geometry cache (issue 3)",
+        "## Training step: reference path vs fast path (issue 11)",
         "",
-        f"- Command: `.venv/bin/python benchmarks/train_step.py{write}`",
-        f"- Machine: {cpu_model()}, {os.cpu_count()} logical CPUs, "
-        f"torch threads {rows[0][2][base]['threads']}; load average at start "
-        f"{', '.join(f'{v:.2f}' for v in load_start)}",
+        f"- Command: `.venv/bin/python benchmarks/train_step.py{flags}`",
+        f"- Machine: {cpu_model()}, {os.cpu_count()} logical CPUs, torch threads "
+        f"{args.threads}; load average at start {', '.join(f'{v:.2f}' for v in load_start)}",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- Real ModelNet40 training clouds, 1,024 points, batch {args.batch}, Adam; median of "
-        f"{args.steps} steps after a warm-up step; each variant in its own process.",
+        f"{args.steps} steps after a warm-up step; each cell in its own process. Peak RSS is "
+        "the process's maximum resident set (data, model, optimizer and the step).",
         "",
-        "| model | baseline samples/s | + allocator tuning | + geometry cache (FPS order) | "
-        "total speed-up |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| model | reference samples/s | fast samples/s | speed-up | reference peak RSS MiB "
+        "| fast peak RSS MiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, width, r in rows:
-        sps = [r[v]["samples_per_s"] for v in VARIANTS]
+        ref, fast = r["reference"], r["fast"]
+        label = "T3DNet netaug step (MSG x1/8 + 2x/3x sub-net)" if name == "netaug" else name
         lines.append(
-            f"| {name} x{width:g} | {sps[0]:.1f} | {sps[1]:.1f} ({sps[1] / sps[0]:.2f}x) "
-            f"| {sps[2]:.1f} ({sps[2] / sps[1]:.2f}x) | {sps[2] / sps[0]:.2f}x |"
+            f"| {label} x{width:g} | {ref['samples_per_s']:.1f} | {fast['samples_per_s']:.1f} "
+            f"| {fast['samples_per_s'] / ref['samples_per_s']:.2f}x "
+            f"| {ref['peak_rss_mib']:,.0f} | {fast['peak_rss_mib']:,.0f} |"
         )
     load_end = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     lines += ["", f"Load average at the end: {load_end}", ""]

@@ -6,6 +6,7 @@ import torch
 from pcdistill.distill.netaug import NetAugSuperNet, reestimate_batchnorm
 from pcdistill.errors import ModelError
 from pcdistill.models import create_model
+from pcdistill.models.paths import use_path
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,8 @@ def test_reestimated_batchnorm_is_the_exact_mean_over_the_batches():
     seen = []
     hook = bn.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].detach()))
     batches = [torch.randn(3, 512, 3) for _ in range(3)]
-    reestimate_batchnorm(model, batches)
+    with use_path("reference"):  # the module is called (and hooked) on the reference path
+        reestimate_batchnorm(model, batches)
     hook.remove()
     assert len(seen) == 3
     batch_means = torch.stack([x.mean(dim=(0, 2, 3)) for x in seen])
@@ -75,6 +77,14 @@ def test_reestimated_batchnorm_is_the_exact_mean_over_the_batches():
     torch.testing.assert_close(bn.running_mean, batch_means.mean(0), rtol=1e-3, atol=1e-4)
     torch.testing.assert_close(bn.running_var, batch_vars.mean(0), rtol=1e-3, atol=1e-4)
     assert not model.training and bn.momentum == 0.1
+    # the fused kernels' statistics are the same averages (float64: no rounding in the way)
+    ref, fast = (create_model("pointnet2_ssg", num_classes=5, width=0.125).double() for _ in "ab")
+    fast.load_state_dict(ref.state_dict())
+    with use_path("reference"):
+        reestimate_batchnorm(ref, [b.double() for b in batches])
+    reestimate_batchnorm(fast, [b.double() for b in batches])
+    for key, value in ref.state_dict().items():
+        torch.testing.assert_close(fast.state_dict()[key], value, rtol=1e-9, atol=1e-12)
 
 
 def test_only_pointnet2_is_supported():

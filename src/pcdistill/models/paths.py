@@ -5,15 +5,19 @@ grouping and runs the rest channels-first, on the fused CPU kernels where they
 apply (`pcdistill.models.grouped_mlp`); "reference" runs the plain PyTorch
 modules on the grouped (B, C, M, k) tensor, as the papers describe them. Both
 compute the same function with the same parameters (tests/test_fast_path.py), so
-a checkpoint written on one runs on the other.
+a checkpoint written on one runs on the other. `PCDISTILL_MODEL_PATH=reference` selects
+the reference path for a whole process (a command line run, a benchmark).
 """
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 PATHS = ("fast", "reference")
 
-_path = "fast"
+_path = os.environ.get("PCDISTILL_MODEL_PATH", "fast")
+if _path not in PATHS:
+    raise ValueError(f"PCDISTILL_MODEL_PATH must be one of {PATHS}, got {_path!r}")
 
 
 def get_path() -> str:

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch
 
 from pcdistill.cli import main
 from pcdistill.deploy.profile import matmul_gflops, profile_models
@@ -42,3 +43,13 @@ def test_profile_prints_flop_bound_next_to_latency(capsys):
     bound = float(line.split("FLOP bound ")[1].split(" ms")[0])
     batch1 = float(line.split("batch 1 ")[1].split(" ms")[0])
     assert 0 < bound < batch1
+
+
+def test_flops_are_the_architectures_on_the_fast_path_too():
+    """The fused kernels are invisible to torch's FLOP counter: FLOPs are counted on the
+    reference path, so the tiny model keeps its conventional 128.2 MFLOPs per cloud."""
+    from pcdistill.deploy.profile import count_flops
+    from pcdistill.models import create_model
+
+    flops = count_flops(create_model("pointnet2_msg", width=0.125), torch.rand(1, 1024, 3))
+    assert 128.0e6 < flops < 128.5e6

@@ -4,7 +4,10 @@ FLOPs come from torch.utils.flop_counter, which counts matrix multiplies and
 convolutions (2 FLOPs per multiply-add). It does not count elementwise work
 (BatchNorm, ReLU, max-pooling), nor sampling and grouping (FPS, ball query,
 kNN, gathers) — for point-cloud models those are often most of the time, which
-is why latency is measured too.
+is why latency is measured too. They are counted on the reference path, the
+architecture as published: the fast path's fused kernels are invisible to the
+counter, and its first-layer-per-point rewrite does fewer multiplies for the same
+function, so the FLOP bound printed next to each latency stays the conventional one.
 
 `profile_models` puts PyTorch eager, the ONNX export and its int8 version side by side
 (`pcdistill profile`), each runtime timed in a fresh process of its own.
@@ -30,9 +33,11 @@ def count_params(model: nn.Module) -> int:
 
 @torch.no_grad()
 def count_flops(model: nn.Module, points: torch.Tensor) -> int:
-    """FLOPs of one eval-mode forward on `points`, divided by the batch size."""
+    """FLOPs of one eval-mode forward on `points` (reference path), divided by the batch size."""
+    from pcdistill.models.paths import use_path
+
     model.eval()
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter, use_path("reference"):
         model(points)
     return counter.get_total_flops() // points.shape[0]
 

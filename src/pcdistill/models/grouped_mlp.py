@@ -30,8 +30,9 @@ from torch import Tensor, nn
 from pcdistill.ops.backend import use_cpu_kernels
 
 TILE_POSITIONS = 512  # positions (neighbours) per kernel tile: keeps the chain in cache
-# The kernels' loops reach ~25 GFLOP/s on a core; wider layers are FLOP-bound and run
-# faster as BLAS matmuls in the torch rewrite (PointNet++ SSG x1: 5.8 vs 5.5 samples/s).
+# The kernels' loops reach 18-30 GFLOP/s on a core, below BLAS: wider branches are
+# FLOP-bound and train faster on the torch rewrite's matmuls (PointNet++ SSG x1, batch 32:
+# 5.8 samples/s with its 128-wide branches there, 5.5 with them on the kernels; BENCHMARKS.md).
 FUSED_MAX_WIDTH = 64
 
 

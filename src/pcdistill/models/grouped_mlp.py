@@ -215,7 +215,9 @@ def _update_running_stats(bn, mean: np.ndarray, var: np.ndarray, count: int) -> 
 class _TrainPlan:
     """The non-tensor inputs of one fused call, and what forward leaves for backward."""
 
-    def __init__(self, b, n, m, k, idx, eps, slope) -> None:
+    def __init__(
+        self, b: int, n: int, m: int, k: int, idx: np.ndarray, eps: list[float], slope: np.floating
+    ) -> None:
         self.b, self.n, self.m, self.k, self.idx, self.eps, self.slope = b, n, m, k, idx, eps, slope
         self.gpt = _plan(m, k)
         self.tiles = -(-b * m // self.gpt)

@@ -84,16 +84,21 @@ def _linear(w, b, a, out, n):
 
 
 @_jit
-def _dot(x, y, n, plain_sum):
-    """sum(x * y) (or sum(x)) over the first n entries of two rows, in their own dtype:
-    one vectorised reduction (a float64 accumulator would keep it scalar)."""
+def _dot(x, y, n):
+    """sum(x * y) over the first n entries of two rows, in their own dtype: one vectorised
+    reduction (a float64 accumulator would keep it scalar)."""
     s = x[0] * 0
-    if plain_sum:
-        for t in range(n):
-            s += x[t]
-    else:
-        for t in range(n):
-            s += x[t] * y[t]
+    for t in range(n):
+        s += x[t] * y[t]
+    return s
+
+
+@_jit
+def _sum(x, n):
+    """sum(x) over the first n entries, in x's dtype (vectorised, as `_dot`)."""
+    s = x[0] * 0
+    for t in range(n):
+        s += x[t]
     return s
 
 
@@ -262,9 +267,9 @@ def backward_layer(
         _activate(zp, scale_p, shift_p, slope, ap, n)
         for o in range(c_out):
             d = dz[o]
-            db[tile, o] = _dot(d, d, n, True)
+            db[tile, o] = _sum(d, n)
             for i in range(c_in):
-                dw[tile, o, i] = _dot(d, ap[i], n, False)
+                dw[tile, o, i] = _dot(d, ap[i], n)
         for i in range(c_in):
             row = da[i]
             for t in range(n):

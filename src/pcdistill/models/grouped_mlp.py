@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from pcdistill.ops.backend import use_cpu_kernels
+from pcdistill.ops.grouping import flat_index
 
 TILE_POSITIONS = 512  # positions (neighbours) per kernel tile: keeps the chain in cache
 # The kernels' loops reach 18-30 GFLOP/s on a core, below BLAS: wider branches are
@@ -102,8 +103,7 @@ def _grouped_max_torch(
         z = h_t
     else:
         m, k = idx.shape[1], idx.shape[2]
-        offset = torch.arange(b, device=idx.device).view(b, 1, 1) * n
-        z = h_t.contiguous().index_select(1, (idx + offset).reshape(-1))
+        z = h_t.contiguous().index_select(1, flat_index(idx, n).reshape(-1))
         z = (z.view(c1, b * m, k) - centre.reshape(b * m, c1).t().unsqueeze(-1)).view(c1, -1)
     act = mlp[2]
     for i, (conv, bn) in enumerate(layers_of(mlp)):
@@ -142,9 +142,8 @@ def _plan(m: int, k: int) -> int:
 
 
 def _flat_idx(idx: Tensor, n: int) -> np.ndarray:
-    b = idx.shape[0]
-    offset = torch.arange(b).view(b, 1, 1) * n
-    return np.ascontiguousarray((idx + offset).reshape(b * idx.shape[1], idx.shape[2]).numpy())
+    flat = flat_index(idx, n).reshape(-1, idx.shape[2])
+    return np.ascontiguousarray(flat.numpy())
 
 
 def _grouped_max_eval_fused(h: Tensor, centre: Tensor, idx: Tensor, mlp: nn.Sequential) -> Tensor:

@@ -12,6 +12,12 @@ def gather(x: Tensor, idx: Tensor) -> Tensor:
     on PointNet++ neighbourhoods (32 x 512 x 128 from 1024 points, C = 3 to 64).
     """
     b, n, c = x.shape
-    offset = torch.arange(b, device=idx.device).view(b, *[1] * (idx.ndim - 1)) * n
-    flat = (idx + offset).reshape(-1)
+    flat = flat_index(idx, n).reshape(-1)
     return x.reshape(b * n, c).index_select(0, flat).reshape(*idx.shape, c)
+
+
+def flat_index(idx: Tensor, n: int) -> Tensor:
+    """Per-cloud indices idx (B, *S) into clouds of n points, as rows of the (B * n, ...)
+    flattened batch: cloud b's indices are offset by b * n."""
+    b = idx.shape[0]
+    return idx + torch.arange(b, device=idx.device).view(b, *[1] * (idx.ndim - 1)) * n

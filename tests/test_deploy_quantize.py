@@ -15,35 +15,38 @@ from pcdistill.engine.checkpoint import model_spec, save_model
 from pcdistill.engine.config import RunConfig
 from pcdistill.errors import ConfigError
 from pcdistill.models import create_model
+from pcdistill.models.paths import use_path
 
 pytest.importorskip("onnxruntime")
 
 NUM_POINTS = 256
 # int8 must pick the float model's class on at least this fraction of the test shapes
-# (measured on this barely trained model, whose margins are small: dynamic 0.97, static
-# 0.86-0.89 whatever the calibration set or options) and lose at most 6 of 120 shapes.
+# (this barely trained model's margins are small: fixture seeds 0, 1, 3, 4 gave dynamic 0.90-0.98,
+# static 0.88-0.93) and lose at most 6 of 120 shapes.
 MIN_AGREEMENT = {"dynamic": 0.9, "static": 0.8}
 MAX_ACC_DROP = 0.05
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    """A small DGCNN trained for a few epochs (~20 s): ~19% test accuracy, far from chance
-    (2.5%), so its predictions differ from shape to shape and agreement means something.
-    At this budget the seed moves test accuracy between 6% and 22%; seed 2 gives a model
-    well above the 10% floor asserted below."""
+    """A small DGCNN trained for a few epochs (~20 s) on the reference path: ~22% test
+    accuracy, far from chance (2.5%), so its predictions differ from shape to shape and
+    agreement means something. At this budget the seed moves test accuracy between 6% and
+    22%; seed 0 gives a model well above the 10% floor asserted below (int8 agreement
+    measured: dynamic 0.96, static 0.93)."""
     train = builtin_dataset("train", num_points=NUM_POINTS)
-    torch.manual_seed(2)
+    torch.manual_seed(0)
     model = create_model("dgcnn", num_classes=40, width=0.125)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     x, y = torch.from_numpy(train.points), torch.from_numpy(train.labels)
     model.train()
-    for _ in range(5):
-        for batch in torch.randperm(len(x)).split(32):
-            loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    with use_path("reference"):  # torch's rounding: the fixture stays put when kernels change
+        for _ in range(5):
+            for batch in torch.randperm(len(x)).split(32):
+                loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
     cfg = RunConfig().model_dump(mode="json")
     cfg["data"]["num_points"] = NUM_POINTS
     path = tmp_path_factory.mktemp("quant") / "dgcnn.pt"

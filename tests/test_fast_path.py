@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from pcdistill.data import builtin_dataset
 from pcdistill.models import create_model, grouped_mlp
 from pcdistill.models.paths import get_path, set_path, use_path
+from pcdistill.ops import backend
 
 CASES = [
     ("pointnet2_ssg", 1.0, 0),
@@ -40,9 +41,15 @@ CASES = [
 ]
 
 
+IMPLS = ("kernels", "blas", "torch")
+
+
 def set_impl(monkeypatch, impl: str) -> None:
-    """Run the fused kernels (at any width) or the torch rewrite on the fast path."""
+    """Run the fast path on the tiled kernels (at any width), on BLAS matmuls with the
+    BatchNorm + activation kernels between them (any width), or as the plain torch
+    rewrite (the GPU path: point ops in torch too, which give the same indices)."""
     monkeypatch.setattr(grouped_mlp, "FUSED_MAX_WIDTH", 10**6 if impl == "kernels" else 0)
+    monkeypatch.setattr(backend, "_backend", "torch" if impl == "torch" else "auto")
 
 
 def build(name: str, width: float, features: int) -> torch.nn.Module:
@@ -99,7 +106,7 @@ def test_fast_equals_reference_float64(name, width, features, monkeypatch):
     with torch.no_grad(), use_path("reference"):
         eval_ref = ref.eval()(x)
     scale = eval_ref.abs().max()
-    for impl in ("kernels", "torch"):
+    for impl in IMPLS:
         set_impl(monkeypatch, impl)
         fast = copy.deepcopy(model)
         logits_fast = train_step(fast, x, y, "fast")

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pcdistill.models.norm_act import bn_act, bn_act_max, update_running_stats
 from pcdistill.ops.backend import use_cpu_kernels
 from pcdistill.ops.grouping import flat_index
 
@@ -62,27 +63,34 @@ def grouped_max(h: Tensor, centre: Tensor | None, idx: Tensor | None, mlp: nn.Se
     Returns (B, M, c_out) (M = 1 for idx None).
     """
     layers = layers_of(mlp)
-    if idx is not None and _fused_applies(h, centre, layers):
-        if all(bn.training for _, bn in layers) and idx.shape[0] * idx.shape[1] * idx.shape[2] > 1:
+    if not _kernels_apply(h, centre, layers):
+        return _grouped_max_torch(h, centre, idx, mlp)
+    training = all(bn.training for _, bn in layers)
+    positions = h.shape[0] * (h.shape[1] if idx is None else idx.shape[1] * idx.shape[2])
+    if idx is not None and centre is not None and _narrow(layers):
+        if training and positions > 1:
             return _grouped_max_train_fused(h, centre, idx, mlp)
         if not any(bn.training for _, bn in layers) and not (
             torch.is_grad_enabled() and any(t.requires_grad for t in _tensors(h, centre, mlp))
         ):
             return _grouped_max_eval_fused(h, centre, idx, mlp)
-    return _grouped_max_torch(h, centre, idx, mlp)
+    return _grouped_max_torch(h, centre, idx, mlp, norm_kernels=training and positions > 1)
 
 
-def _fused_applies(h: Tensor, centre: Tensor | None, layers) -> bool:
+def _kernels_apply(h: Tensor, centre: Tensor | None, layers) -> bool:
+    """Whether the numba kernels can run this chain: float CPU tensors, plain BatchNorm."""
     return (
-        centre is not None
-        and max(bn.num_features for _, bn in layers) <= FUSED_MAX_WIDTH
-        and use_cpu_kernels(h, centre)
+        use_cpu_kernels(h, *([centre] if centre is not None else []))
         and not torch.is_autocast_enabled("cpu")
         and all(
             type(bn) in (nn.BatchNorm2d, nn.BatchNorm1d) and bn.affine and bn.track_running_stats
             for _, bn in layers
         )
     )
+
+
+def _narrow(layers) -> bool:
+    return max(bn.num_features for _, bn in layers) <= FUSED_MAX_WIDTH
 
 
 def _tensors(h: Tensor, centre: Tensor | None, mlp: nn.Sequential) -> list[Tensor]:
@@ -93,9 +101,17 @@ def _tensors(h: Tensor, centre: Tensor | None, mlp: nn.Sequential) -> list[Tenso
 
 
 def _grouped_max_torch(
-    h: Tensor, centre: Tensor | None, idx: Tensor | None, mlp: nn.Sequential
+    h: Tensor,
+    centre: Tensor | None,
+    idx: Tensor | None,
+    mlp: nn.Sequential,
+    norm_kernels: bool = False,
 ) -> Tensor:
-    """The rewrite in torch ops on a (1, C, groups, k) layout; BatchNorm folded in eval."""
+    """The rewrite in torch ops on a (1, C, groups, k) layout; BatchNorm folded in eval.
+
+    norm_kernels (training on CPU): BatchNorm + activation (+ the max) between the
+    matmuls run as the fused ops of `norm_act`.
+    """
     b, n, c1 = h.shape
     h_t = h.reshape(b * n, c1).t()
     if idx is None:
@@ -106,17 +122,34 @@ def _grouped_max_torch(
         z = h_t.contiguous().index_select(1, flat_index(idx, n).reshape(-1))
         z = (z.view(c1, b * m, k) - centre.reshape(b * m, c1).t().unsqueeze(-1)).view(c1, -1)
     act = mlp[2]
-    for i, (conv, bn) in enumerate(layers_of(mlp)):
+    layers = layers_of(mlp)
+    for i, (conv, bn) in enumerate(layers):
         if i > 0:
             w = conv.weight.reshape(conv.out_channels, -1)
             z = w @ z if conv.bias is None else torch.addmm(conv.bias.unsqueeze(1), w, z)
+        if norm_kernels and i == len(layers) - 1:
+            return bn_act_max(z, bn, negative_slope(mlp), k).view(b, m, -1)
+        if norm_kernels:
+            z = bn_act(z, bn, negative_slope(mlp))
+            continue
         if bn.training or not bn.track_running_stats:
             z = bn(z.view(1, -1, b * m, k)).view(z.shape[0], -1)
         else:  # folded: one multiply-add per value (a 1x1 conv's scale and shift)
             scale, shift = _bn_scale_shift(bn)
             z = torch.addcmul(shift.unsqueeze(1), z, scale.unsqueeze(1))
         z = act(z)
-    return z.view(z.shape[0], b * m, k).amax(-1).t().reshape(b, m, -1)
+    return max_over_last(z.view(z.shape[0], b * m, k)).t().reshape(b, m, -1)
+
+
+def max_over_last(z: Tensor) -> Tensor:
+    """z.amax(-1), with a cheaper backward when training.
+
+    amax's backward splits the gradient among tied maxima through a full-size mask (three
+    passes over the grouped tensor: 28% of a PointNet++ SSG x1 training step); max(dim)'s
+    scatters it to one argmax per row, as the fused kernels do. The gradients agree: ties
+    are duplicated neighbours (padded groups), whose shares sum to the same point.
+    """
+    return z.max(-1).values if torch.is_grad_enabled() and z.requires_grad else z.amax(-1)
 
 
 def _bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor]:
@@ -197,18 +230,8 @@ def _grouped_max_train_fused(h: Tensor, centre: Tensor, idx: Tensor, mlp: nn.Seq
     out = _FusedTrain.apply(h.reshape(b * n, c1), centre.reshape(b * m, c1), plan, *params)
     with torch.no_grad():
         for (_, bn), (mean, var) in zip(layers, plan.stats, strict=True):
-            _update_running_stats(bn, mean, var, plan.positions)
+            update_running_stats(bn, mean, var, plan.positions)
     return out.view(b, m, -1)
-
-
-def _update_running_stats(bn, mean: np.ndarray, var: np.ndarray, count: int) -> None:
-    """What `nn.BatchNorm` does to its buffers in a training forward."""
-    bn.num_batches_tracked.add_(1)
-    factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-    dtype = bn.running_mean.dtype
-    bn.running_mean.mul_(1 - factor).add_(torch.from_numpy(mean).to(dtype), alpha=factor)
-    unbiased = torch.from_numpy(var * count / (count - 1)).to(dtype)
-    bn.running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
 
 
 class _TrainPlan:

@@ -73,14 +73,50 @@ def _act_row(z, s, b, slope, a, n):
 
 @_jit
 def _linear(w, b, a, out, n):
-    """out = w @ a + b over the first n positions (axpy form: vectorised over positions)."""
+    """out = w @ a + b over the first n positions (vectorised over positions)."""
     for o in range(w.shape[0]):
         row = out[o]
         bo = b[o]
         for t in range(n):
             row[t] = bo
-        for i in range(w.shape[1]):
-            _axpy(w[o, i], a[i], row, n)
+        _matvec_row(w[o], a, row, n)
+
+
+@_jit
+def _matvec_row(coef, x, y, n):
+    """y += sum_i coef[i] * x[i] over the first n entries, four rows of x per pass over y
+    (1.5-2x the rate of one axpy per row: y is loaded and stored a quarter as often)."""
+    i = 0
+    while i + 4 <= coef.shape[0]:
+        w0, w1, w2, w3 = coef[i], coef[i + 1], coef[i + 2], coef[i + 3]
+        x0, x1, x2, x3 = x[i], x[i + 1], x[i + 2], x[i + 3]
+        for t in range(n):
+            y[t] += (w0 * x0[t] + w1 * x1[t]) + (w2 * x2[t] + w3 * x3[t])
+        i += 4
+    while i < coef.shape[0]:
+        _axpy(coef[i], x[i], y, n)
+        i += 1
+
+
+@_jit
+def _dots_row(d, x, out, n):
+    """out[i] = sum(d * x[i]) over the first n entries, four rows of x per pass over d."""
+    i = 0
+    while i + 4 <= out.shape[0]:
+        x0, x1, x2, x3 = x[i], x[i + 1], x[i + 2], x[i + 3]
+        s0 = d[0] * 0
+        s1, s2, s3 = s0, s0, s0
+        for t in range(n):
+            v = d[t]
+            s0 += v * x0[t]
+            s1 += v * x1[t]
+            s2 += v * x2[t]
+            s3 += v * x3[t]
+        out[i], out[i + 1], out[i + 2], out[i + 3] = s0, s1, s2, s3
+        i += 4
+    while i < out.shape[0]:
+        out[i] = _dot(d, x[i], n)
+        i += 1
 
 
 @_jit
@@ -113,10 +149,10 @@ def _axpy(alpha, x, y, n):
 def _row_stats(z, n, sums, squares):
     for ch in range(z.shape[0]):
         row = z[ch]
-        s = 0.0
-        q = 0.0
+        s = row[0] * 0  # a tile's sums in the data's dtype (vectorised); tiles add in float64
+        q = row[0] * 0
         for t in range(n):
-            v = np.float64(row[t])
+            v = row[t]
             s += v
             q += v * v
         sums[ch] = s
@@ -257,6 +293,7 @@ def backward_layer(
     zp_buf = np.empty((c_in, t_len), h.dtype)
     ap = np.empty((c_in, t_len), h.dtype)
     da = np.empty((c_in, t_len), h.dtype)
+    wt = np.ascontiguousarray(w.T)
     for tile in range(lo, hi):
         g0, ng = _tile(tile, gpt, idx.shape[0])
         n = ng * k
@@ -266,16 +303,13 @@ def backward_layer(
         zp = _load_z(first, tile, g0, ng, k, h, c, idx, zprev, zp_buf)
         _activate(zp, scale_p, shift_p, slope, ap, n)
         for o in range(c_out):
-            d = dz[o]
-            db[tile, o] = _sum(d, n)
-            for i in range(c_in):
-                dw[tile, o, i] = _dot(d, ap[i], n)
+            db[tile, o] = _sum(dz[o], n)
+            _dots_row(dz[o], ap, dw[tile, o], n)
         for i in range(c_in):
             row = da[i]
             for t in range(n):
                 row[t] = 0
-            for o in range(c_out):
-                _axpy(w[o, i], dz[o], row, n)
+            _matvec_row(wt[i], dz, row, n)
         out = dyprev[tile]
         for i in range(c_in):
             sdy[tile, i], sdyx[tile, i] = _act_backward_row(
@@ -286,15 +320,15 @@ def backward_layer(
 @_jit
 def _act_backward_row(da, z, scale, shift, mean, invstd, slope, out, n):
     """out = da * act'(z * scale + shift); returns sum(out) and sum(out * x_hat)."""
-    s1 = 0.0
-    s2 = 0.0
+    s1 = z[0] * 0  # in the data's dtype, as `_row_stats`
+    s2 = z[0] * 0
     for t in range(n):
         zv = z[t]
         d = da[t] if zv * scale + shift > 0 else da[t] * slope
         out[t] = d
         s1 += d
-        s2 += d * ((zv - mean) * invstd)
-    return s1, s2
+        s2 += d * (zv - mean)
+    return s1, s2 * invstd
 
 
 @_jit
@@ -356,8 +390,7 @@ def eval_branch(h, c, idx, k, gpt, dims, weights, biases, slope, out, lo, hi):
                 bo = b[o]
                 for t in range(n):
                     row[t] = bo
-                for i in range(dims[layer - 1]):
-                    _axpy(w[o, i], a[i], row, n)
+                _matvec_row(w[o, : dims[layer - 1]], a, row, n)
             for o in range(dims[layer]):
                 _act_row(z[o], 1, 0, slope, a[o], n)
         for r in range(ng):

@@ -2,9 +2,10 @@
 reference path's function: same logits, every parameter gradient, BatchNorm running
 statistics, in training and in inference, for PointNet++ SSG / MSG and DGCNN.
 
-Each case runs the fast path twice: on the fused numba kernels and on the torch
-rewrite (the GPU, autocast, SyncBatchNorm and export path), chosen through
-`FUSED_MAX_WIDTH`.
+Each case runs the fast path three times (`set_impl`): on the tiled numba kernels, on
+BLAS matmuls with the fused BatchNorm + activation ops between them (the CPU path of
+wide branches), and as the plain torch rewrite (the GPU, autocast, SyncBatchNorm and
+export path).
 
 Tolerances, float64: logits within 1e-9 relative to the largest logit; every gradient
 tensor within 1e-9 of its own norm, except those whose true gradient is zero (a bias

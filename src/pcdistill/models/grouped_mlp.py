@@ -12,11 +12,13 @@ max-pools over the group. Two exact rewrites make it cheap:
 2. The rest runs on (channels, positions) so that every 1x1 conv is one matmul,
    BatchNorm reduces contiguous rows and the max runs over a contiguous axis.
 
-`grouped_max` picks the implementation: the fused numba kernels of
-`pcdistill.ops.mlp_kernels` for float CPU tensors with plain BatchNorm (training:
-batch statistics, forward and backward; inference: BatchNorm folded into each layer
-and the whole chain run per tile in cache), and the same rewrite in plain torch
-everywhere else: GPUs, autocast, SyncBatchNorm, tracing and ONNX export. The model's
+`grouped_max` picks the implementation. For float CPU tensors with plain BatchNorm:
+branches up to FUSED_MAX_WIDTH channels run the tiled numba kernels of
+`pcdistill.ops.mlp_kernels` (training: batch statistics, forward and backward;
+inference: BatchNorm folded into each layer and the whole chain run per tile in
+cache); wider ones train on BLAS matmuls with BatchNorm + activation (+ the max) fused
+between them (`pcdistill.models.norm_act`). Everywhere else the same rewrite runs in
+plain torch: GPUs, autocast, SyncBatchNorm, tracing and ONNX export. The model's
 own modules hold every parameter, so state dicts, `functional_call` (the T3DNet
 supernet) and checkpoints are those of the reference path.
 """
@@ -32,9 +34,10 @@ from pcdistill.ops.backend import use_cpu_kernels
 from pcdistill.ops.grouping import flat_index
 
 TILE_POSITIONS = 512  # positions (neighbours) per kernel tile: keeps the chain in cache
-# The kernels' loops reach 18-30 GFLOP/s on a core, below BLAS: wider branches are
-# FLOP-bound and train faster on the torch rewrite's matmuls (PointNet++ SSG x1, batch 32:
-# 5.8 samples/s with its 128-wide branches there, 5.5 with them on the kernels; BENCHMARKS.md).
+# The tiled kernels' loops reach 20-45 GFLOP/s on a core, below BLAS: wider branches are
+# FLOP-bound and train faster on BLAS matmuls with `norm_act` between them (PointNet++ SSG
+# x1, batch 32: 5.8 samples/s on the torch rewrite, 5.5 with every branch tiled), while the
+# tiny model's 4-32-channel branches are faster tiled (30.6 samples/s, 27.7 on BLAS).
 FUSED_MAX_WIDTH = 64
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from pcdistill.cli import main
 from pcdistill.data import builtin_dataset
@@ -88,3 +89,36 @@ def test_missing_or_corrupt_checkpoint_gives_one_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("pcdistill: error: checkpoint") and str(corrupt) in err
     assert "\n" not in err and not out.exists()
+
+
+class _Payload:
+    """Unpickling this calls open(marker, "w"): the file appears if the load ran code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("command", ["eval", "export", "predict", "train"])
+def test_a_crafted_checkpoint_is_refused_without_running_its_code(tmp_path, capsys, command):
+    """A .pt whose pickle names a callable: every command that reads a checkpoint refuses
+    it with one line, and the callable never runs (weights-only loading)."""
+    marker = tmp_path / "payload-ran"
+    crafted = tmp_path / "last.pt"  # a run folder's checkpoint, for --resume
+    torch.save({"format": "pcdistill-checkpoint", "version": 1, "x": _Payload(marker)}, crafted)
+    cloud = tmp_path / "cloud.npy"
+    np.save(cloud, builtin_dataset("test", num_points=64).points[0])
+    cfg = RunConfig(out=str(tmp_path)).model_dump(mode="json")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    argv = {
+        "eval": ["eval", str(crafted)],
+        "export": ["export", str(crafted), "--out", str(tmp_path / "m.onnx")],
+        "predict": ["predict", "--model", str(crafted), str(cloud)],
+        "train": ["train", "--resume", str(crafted.parent)],
+    }[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "refused without unpickling" in err and str(crafted) in err and "\n" not in err
+    assert not marker.exists()

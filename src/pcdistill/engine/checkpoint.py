@@ -7,6 +7,7 @@ class list, so it can rebuild its model alone and refuse to load into another.
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: tensors and plain Python data only, so a crafted file cannot run
+        # code while it is read (a full unpickle calls whatever the file names). Our
+        # checkpoints hold nothing else: run state is tensors, numbers, strings, dicts.
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise ModelError(f"checkpoint {path} cannot be read (UnpicklingError: {err})") from None
+        raise ModelError(
+            f"checkpoint {path} holds Python objects other than tensors and plain data; "
+            "refused without unpickling them, since unpickling can run code. pcdistill "
+            "checkpoints never do: re-save it from trusted code as a state dict"
+        ) from None
     except Exception as err:  # torch raises many types for a damaged file
         raise ModelError(
             f"checkpoint {path} cannot be read ({type(err).__name__}: {err})"

@@ -116,14 +116,13 @@ def _ball_query(
         _square_distance_row(ref[i], query[i, q], d)
         hits = out[i, q]
         found = 0
-        for j in range(d.shape[0]):
-            if d[j] <= r2:
-                hits[found] = j
-                found += 1
-                if found == k:
-                    break
-        first = hits[0] if found else 0  # an empty ball gets index 0
-        hits[found:] = first
+        for j in range(d.shape[0]):  # branch-free: write j, keep it only if inside
+            hits[min(found, k - 1)] = j
+            found += d[j] <= r2
+            if found == k:
+                break
+        if found < k:
+            hits[found:] = hits[0] if found else 0  # pad with the first; an empty ball: 0
 
 
 @_jit

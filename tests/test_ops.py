@@ -179,9 +179,11 @@ def test_ball_query_matches_reference_real(backend_name, real_clouds):
     levels = [(c1, real_clouds, [(0.1, 16), (0.2, 32), (0.4, 128)]),
               (c2, c1, [(0.2, 32), (0.4, 64), (0.8, 128)])]  # fmt: skip
     for query, ref, branches in levels:
-        for radius, k in branches:
+        together = ops.ball_queries(query, ref, *zip(*branches, strict=True))
+        for (radius, k), idx in zip(branches, together, strict=True):
             expected = batched(ref_ball_query, query.numpy(), ref.numpy(), radius=radius, k=k)
             assert torch.equal(ops.ball_query(query, ref, radius, k), expected), (radius, k)
+            assert torch.equal(idx, expected), ("ball_queries", radius, k)
 
 
 def test_ball_query_boundary_and_empty_ball(backend_name):
@@ -200,6 +202,10 @@ def test_ball_query_bad_input():
         ops.ball_query(x, x, 0.0, 4)
     with pytest.raises(ValueError, match="differ"):
         ops.ball_query(x, random_clouds(2, 10), 0.1, 4)
+    with pytest.raises(ValueError, match="radius"):
+        ops.ball_queries(x, x, (0.1, -1.0), (4, 4))
+    with pytest.raises(ValueError, match="2 radii but 1"):
+        ops.ball_queries(x, x, (0.1, 0.2), (4,))
 
 
 # ---- kNN ------------------------------------------------------------------------------

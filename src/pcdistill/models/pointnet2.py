@@ -34,7 +34,7 @@ from pcdistill.models.layers import (
 )
 from pcdistill.models.paths import get_path
 from pcdistill.models.registry import register_model
-from pcdistill.ops import ball_query, gather
+from pcdistill.ops import ball_queries, gather
 
 
 @dataclass(frozen=True)
@@ -83,10 +83,7 @@ class SetAbstraction(nn.Module):
             neighbourhoods = None
         else:
             centroids = gather(xyz, sample_centroids(xyz, self.level.npoint, fps_ordered))
-            neighbourhoods = [
-                ball_query(centroids, xyz, radius, k)
-                for radius, k in zip(self.level.radii, self.level.nsamples, strict=True)
-            ]
+            neighbourhoods = ball_queries(centroids, xyz, self.level.radii, self.level.nsamples)
         if get_path() == "fast":
             return centroids, self._branches_fast(xyz, features, centroids, neighbourhoods)
         if neighbourhoods is None:

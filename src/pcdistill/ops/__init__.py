@@ -8,10 +8,11 @@ otherwise or a graph is being traced or exported (see `backend`).
 
 from pcdistill.ops.backend import get_backend, set_backend, use_backend
 from pcdistill.ops.grouping import gather
-from pcdistill.ops.neighbors import ball_query, knn
+from pcdistill.ops.neighbors import ball_queries, ball_query, knn
 from pcdistill.ops.sampling import farthest_point_sample, fps_order
 
 __all__ = [
+    "ball_queries",
     "ball_query",
     "farthest_point_sample",
     "fps_order",

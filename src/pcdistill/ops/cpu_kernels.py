@@ -109,20 +109,40 @@ def _ball_query(
     early in blocks: hits are sparse, so the scan rarely stops much before N.
     """
     m = query.shape[1]
-    k = out.shape[2]
     d = np.empty(ref.shape[2], ref.dtype)
     for t in range(lo, hi):
         i, q = t // m, t % m
         _square_distance_row(ref[i], query[i, q], d)
-        hits = out[i, q]
-        found = 0
-        for j in range(d.shape[0]):  # branch-free: write j, keep it only if inside
-            hits[min(found, k - 1)] = j
-            found += d[j] <= r2
-            if found == k:
-                break
-        if found < k:
-            hits[found:] = hits[0] if found else 0  # pad with the first; an empty ball: 0
+        _scan_ball(d, r2, out[i, q])
+
+
+@_jit
+def _ball_query_multi(
+    query: np.ndarray, ref: np.ndarray, r2s: np.ndarray, outs, lo: int, hi: int
+) -> None:
+    """`_ball_query` for several radii (outs: one (B, M, k_r) array each), the distances
+    computed once per query."""
+    m = query.shape[1]
+    d = np.empty(ref.shape[2], ref.dtype)
+    for t in range(lo, hi):
+        i, q = t // m, t % m
+        _square_distance_row(ref[i], query[i, q], d)
+        for r in range(len(outs)):
+            _scan_ball(d, r2s[r], outs[r][i, q])
+
+
+@_jit
+def _scan_ball(d: np.ndarray, r2: float, hits: np.ndarray) -> None:
+    """The first len(hits) indices with d <= r2, padded with the first (0 if none)."""
+    k = hits.shape[0]
+    found = 0
+    for j in range(d.shape[0]):  # branch-free: write j, keep it only if inside
+        hits[min(found, k - 1)] = j
+        found += d[j] <= r2
+        if found == k:
+            break
+    if found < k:
+        hits[found:] = hits[0] if found else 0
 
 
 @_jit
@@ -225,6 +245,17 @@ def ball_query(query: Tensor, ref: Tensor, radius: float, k: int) -> Tensor:
     out = np.empty((b, m, k), np.int64)
     run_chunks(_ball_query, b * m, _numpy(query), _channels_first(ref), r2, out)
     return torch.from_numpy(out)
+
+
+def ball_queries(
+    query: Tensor, ref: Tensor, radii: tuple[float, ...], ks: tuple[int, ...]
+) -> list[Tensor]:
+    """CPU kernel for `neighbors.ball_queries`."""
+    b, m, _ = query.shape
+    r2s = np.array([float(torch.tensor(r * r, dtype=ref.dtype)) for r in radii])
+    outs = tuple(np.empty((b, m, k), np.int64) for k in ks)
+    run_chunks(_ball_query_multi, b * m, _numpy(query), _channels_first(ref), r2s, outs)
+    return [torch.from_numpy(out) for out in outs]
 
 
 def knn(query: Tensor, ref: Tensor, k: int) -> Tensor:

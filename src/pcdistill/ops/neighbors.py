@@ -38,16 +38,40 @@ def ball_query(query: Tensor, ref: Tensor, radius: float, k: int) -> Tensor:
     from ref) gets index 0 everywhere, as the reference CUDA kernel leaves it.
     """
     _check_pair(query, ref)
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if radius <= 0:
-        raise ValueError(f"radius must be > 0, got {radius}")
+    _check_ball(radius, k)
     if query.shape[-1] <= EXACT_MAX_DIM and use_cpu_kernels(query, ref):
         from pcdistill.ops import cpu_kernels
 
         return cpu_kernels.ball_query(query, ref, radius, k)
     with torch.no_grad():
         return _ball_query_torch(query, ref, radius, k)
+
+
+def ball_queries(
+    query: Tensor, ref: Tensor, radii: tuple[float, ...], ks: tuple[int, ...]
+) -> list[Tensor]:
+    """`ball_query` for several (radius, k) around the same queries (PointNet++ MSG).
+
+    The same indices as one call per radius; the CPU kernels compute each query's
+    distances once for all radii.
+    """
+    _check_pair(query, ref)
+    if len(radii) != len(ks):
+        raise ValueError(f"{len(radii)} radii but {len(ks)} neighbour counts")
+    if len(radii) > 1 and query.shape[-1] <= EXACT_MAX_DIM and use_cpu_kernels(query, ref):
+        for radius, k in zip(radii, ks, strict=True):
+            _check_ball(radius, k)
+        from pcdistill.ops import cpu_kernels
+
+        return cpu_kernels.ball_queries(query, ref, radii, ks)
+    return [ball_query(query, ref, radius, k) for radius, k in zip(radii, ks, strict=True)]
+
+
+def _check_ball(radius: float, k: int) -> None:
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if radius <= 0:
+        raise ValueError(f"radius must be > 0, got {radius}")
 
 
 def _ball_query_torch(query: Tensor, ref: Tensor, radius: float, k: int) -> Tensor:

@@ -78,6 +78,10 @@ def test_the_recipes_cover_every_method():
         (["teacher=t.pt", "loss.nwsd.beta=0.1"], "target=copy needs records"),
         (["records=r", "loss.fad.critic=teacher_head"], "teacher_head needs teacher"),
         (["loss.kd.tau=0"], "loss.kd.tau"),
+        # a share above 1 made the default CE weight (1 - alpha) negative: CE was maximised
+        (["teacher=t.pt", "loss.kd.alpha=2"], r"loss\.kd\.alpha: .*less than or equal to 1.*got 2"),
+        (["teacher=t.pt", "loss.nwsd.target=ema", "loss.nwsd.ema_decay=1"], "ema_decay"),
+        (["sched.gamma=1.5"], r"sched\.gamma"),
         (["loss.nwsd.target=ema", "loss.nwsd.warmup=0.8"], "warmup"),
         (["loss.kd.temperature=2", "teacher=t.pt"], "loss.kd.temperature: unknown key"),
         (["netaug.expand=[0.5]"], "expand must list widths"),

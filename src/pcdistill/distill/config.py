@@ -20,7 +20,7 @@ from pcdistill.engine.config import RunConfig, Section
 
 
 class KDTerm(Section):
-    alpha: float = Field(0.9, ge=0)
+    alpha: float = Field(0.9, ge=0, le=1)  # KD's share: loss = (1 - alpha) CE + alpha KD
     tau: float = Field(4.0, gt=0)
 
 

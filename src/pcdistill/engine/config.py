@@ -60,7 +60,7 @@ class OptimConfig(Section):
 class SchedConfig(Section):
     name: Literal["none", "cosine", "step", "onecycle"] = "cosine"
     step_size: int = Field(20, ge=1)  # epochs, for `step`
-    gamma: float = Field(0.7, gt=0)
+    gamma: float = Field(0.7, gt=0, le=1)  # `step`'s decay factor per step_size epochs
     min_lr: float = Field(0.0, ge=0)
     warmup_epochs: int = Field(0, ge=0)
 

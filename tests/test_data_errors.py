@@ -203,3 +203,25 @@ def test_folder_errors(tmp_path):
     raises("d.off", load_dataset, root, num_points=5)
     (root / "chair/train/d.off").write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n")
     raises("d.off", load_dataset, root)  # a mesh needs num_points to be sampled
+
+
+def test_class_folders_refuse_an_empty_class_and_name_skipped_files(tmp_path):
+    """A class whose files are all of an unreadable type is an error (it would train a dead
+    output), other skipped files are named in one warning, and archive debris such as
+    __MACOSX/ is not a class."""
+    root = tmp_path / "tree"
+    for cls in ("chair", "table"):
+        (root / cls / "train").mkdir(parents=True)
+        np.save(root / cls / "train" / "a.npy", cloud(1, 16)[0])
+    (root / "chair/train/notes.md").write_text("hello")
+    (root / "__MACOSX/train").mkdir(parents=True)
+    (root / "__MACOSX/train/._a.npy").write_bytes(b"\0\0")
+    skipped = r"skipped 1 file\(s\) of other types: chair/train/notes\.md"
+    with pytest.warns(UserWarning, match=skipped):
+        data = load_dataset(root)
+    assert data.class_names == ("chair", "table")
+    (root / "lamp/train").mkdir(parents=True)
+    for i in range(4):
+        (root / f"lamp/train/l{i}.pcd").write_text("# .PCD v0.7\n")
+    msg = raises("'lamp'", load_dataset, root)
+    assert "no shapes" in msg and "4 file(s) of other types: lamp/train/l0.pcd" in msg

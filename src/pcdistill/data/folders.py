@@ -9,6 +9,7 @@ the file's path, so a shape's sample does not depend on which other files exist.
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from pathlib import Path
 
@@ -31,9 +32,10 @@ SUFFIXES = (".off", ".obj", ".ply", ".npy", ".txt")
 
 
 def _subdirs(path: Path) -> list[Path]:
+    """Sub-folders, without hidden ones and archive debris such as __MACOSX/."""
     if not path.is_dir():
         return []
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
 
 
 def folder_layout(root: Path) -> dict[str, dict[str, Path]] | None:
@@ -76,13 +78,34 @@ def read_folders(
     class_names = tuple(layout)
     select = PointSelector(num_points, sampling, seed)
     parts = []
+    skipped: list[Path] = []
     for label, cls in enumerate(class_names):
         folder = layout[cls][split]
-        files = sorted(folder.iterdir()) if folder.is_dir() else []
-        for path in (p for p in files if p.suffix.lower() in SUFFIXES and p.is_file()):
+        files = [p for p in sorted(folder.iterdir()) if p.is_file()] if folder.is_dir() else []
+        readable = [p for p in files if p.suffix.lower() in SUFFIXES]
+        other = [p for p in files if p.suffix.lower() not in SUFFIXES and p.name[0] != "."]
+        if not readable:  # a class without shapes would train a dead output
+            found = f"only {_names(other, root)}" if other else "no files"
+            raise DataError(
+                f"{folder}: class {cls!r} has no shapes for split {split!r} ({found}; "
+                f"readable: {', '.join(SUFFIXES)})"
+            )
+        skipped += other
+        for path in readable:
             key = zlib.crc32(path.relative_to(root).as_posix().encode())
             xyz, nrm = _read_file(path, num_points, np.random.default_rng([seed, key]))
             if normals and nrm is None:
                 raise DataError(f"{path}: has no normals")
             parts.append(select(one_shape(path, xyz, nrm if normals else None, label, class_names)))
+    if skipped:
+        warnings.warn(
+            f"{root}: skipped {_names(skipped, root)} (readable: {', '.join(SUFFIXES)})",
+            stacklevel=2,
+        )
     return concat(parts, name=f"{root}:{split}")
+
+
+def _names(paths: list[Path], root: Path, show: int = 3) -> str:
+    """'N file(s) of other types: a, b, c, ...' with paths relative to root."""
+    shown = ", ".join(p.relative_to(root).as_posix() for p in paths[:show])
+    return f"{len(paths)} file(s) of other types: {shown}{', ...' if len(paths) > show else ''}"

@@ -231,6 +231,18 @@ def test_off_with_header_fused_to_counts(tmp_path):
     np.testing.assert_allclose(np.abs(data.points[0]).max(axis=1), 1.0, atol=1e-5)
 
 
+def test_off_with_no_faces_reads_as_points(tmp_path):
+    """A point-only .off (vertices, 0 faces) is a point cloud: every vertex, in file order,
+    duplicates kept (trimesh would merge them when processing a mesh)."""
+    pts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 1]], np.float32)
+    (tmp_path / "pts/train").mkdir(parents=True)
+    body = "\n".join(" ".join(f"{v:g}" for v in p) for p in pts)
+    (tmp_path / "pts/train/p.off").write_text(f"OFF\n{len(pts)} 0 0\n{body}\n")
+    data = load_dataset(tmp_path, num_points=5)
+    np.testing.assert_array_equal(data.points[0], pts)
+    assert data.normals is None
+
+
 @pytest.mark.parametrize("split_first", [False, True])
 def test_point_folders_bring_clouds_to_one_count(tmp_path, split_first):
     rng = np.random.default_rng(0)

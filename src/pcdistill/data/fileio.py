@@ -121,19 +121,23 @@ def read_npy_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 def read_trimesh_cloud(
     path: Path, num_points: int | None, seed: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Points of a mesh (.off/.obj/.ply) sampled on its surface, or of a .ply point cloud.
+    """Points of a mesh (.off/.obj/.ply) sampled on its surface, or of a point cloud
+    (a .ply point cloud, or a mesh file with vertices and no faces, e.g. `OFF` with 0 faces).
 
-    Mesh samples carry the normal of the face they fall on; a point-cloud .ply
-    gives xyz only.
+    Mesh samples carry the normal of the face they fall on; point clouds give xyz only.
     """
     try:
         geom = trimesh.load(path)
         if isinstance(geom, trimesh.Scene):
             geom = geom.to_geometry()
+        if isinstance(geom, trimesh.Trimesh) and len(geom.faces) == 0:
+            geom = trimesh.load(path, process=False)  # every vertex, none merged
     except Exception as e:
         # trimesh raises whatever its parsers hit on a malformed file.
         raise DataError(f"cannot read {path}: {type(e).__name__}: {e}") from None
-    if isinstance(geom, trimesh.PointCloud):
+    if isinstance(geom, trimesh.PointCloud) or (
+        isinstance(geom, trimesh.Trimesh) and len(geom.faces) == 0 and len(geom.vertices)
+    ):
         return _split_columns(np.asarray(geom.vertices), path)
     if not isinstance(geom, trimesh.Trimesh) or not geom.area > 0:
         raise DataError(f"{path}: no mesh surface or points to sample")

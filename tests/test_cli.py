@@ -72,6 +72,18 @@ def test_bad_inputs_give_one_clear_line(tmp_path, capsys):
         (["eval", "missing.pt"], "missing.pt"),
         (["train", "--resume", "no_such_run"], "config file not found"),
         (["train", "train.batch_size=1000", "data.num_points=128"], "train.batch_size=1000"),
+        # refused before any work, naming the option and the value
+        (["eval", "x.pt", "--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
+        (["eval", "x.pt", "--device", "foo"], "--device: must be auto, cpu, mps"),
+        (["eval", "x.pt", "--vote", "-1"], "--vote: must be >= 0, got -1"),
+        (["record", "--teacher", "t.pt", "--out", "o", "--copies", "0"], "--copies"),
+        (["record", "--teacher", "t.pt", "--out", "o", "--batch-size", "0"], "--batch-size"),
+        (["record", "--teacher", "t.pt", "--out", "o", "--num-shards", "0"], "--num-shards"),
+        (
+            ["record", "--teacher", "t.pt", "--out", "o", "--shard", "3", "--num-shards", "2"],
+            "--shard 3 must be below --num-shards 2",
+        ),
+        (["eval"], "the following arguments are required: checkpoint"),
     ],
 )
 def test_bad_arguments_give_one_clear_line(capsys, argv, needle):

@@ -126,7 +126,10 @@ def _cmd_record(args: argparse.Namespace) -> int:
     from pcdistill.records.record import record_teacher
     from pcdistill.transforms import ShapeAugment, default_shape_augment
 
-    shard, num_shards, device = args.shard, args.num_shards, pick_device(args.device)
+    shard, num_shards = args.shard, args.num_shards
+    if shard >= num_shards:
+        raise ConfigError(f"--shard {shard} must be below --num-shards {num_shards}")
+    device = pick_device(args.device)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1:  # under torchrun: rank r writes shard r of WORLD_SIZE
         if (shard, num_shards) != (0, 1):
@@ -256,8 +259,37 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (no usage block), exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"pcdistill: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_at_least(low: int):
+    """An argparse type: an integer >= low, refused with the value named."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _device(text: str) -> str:
+    """An argparse type: auto, cpu, mps, cuda or cuda:N (as train.device)."""
+    if text in ("auto", "cpu", "mps", "cuda") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"must be auto, cpu, mps, cuda or cuda:N, got {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pcdistill",
         description="Compress point-cloud classifiers into tiny models by knowledge distillation.",
     )
@@ -284,9 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a .pt checkpoint written by train")
     p.add_argument("--data", help="dataset root or 'builtin' (default: the run's own)")
     p.add_argument("--split", default="test", help="split to evaluate (default test)")
-    p.add_argument("--vote", type=int, default=0, help="extra augmented copies to average")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--vote", type=_int_at_least(0), default=0, help="extra augmented copies to average"
+    )
+    p.add_argument("--batch-size", type=_int_at_least(1), default=64)
+    p.add_argument("--device", type=_device, default="auto", help="auto, cpu, mps, cuda[:N]")
     p.add_argument("--per-class", action="store_true", help="print per-class accuracy")
     p.add_argument("--json", help="write all metrics (confusion matrix too) to this file")
     p.set_defaults(func=_cmd_eval)
@@ -301,7 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("record", help="record a teacher on K augmented copies (offline KD)")
     p.add_argument("--teacher", required=True, help="teacher checkpoint (.pt)")
-    p.add_argument("--copies", type=int, default=10, help="K copies per training sample")
+    p.add_argument(
+        "--copies", type=_int_at_least(1), default=10, help="K copies per training sample"
+    )
     p.add_argument("--out", required=True, help="folder for the record shards")
     p.add_argument("--data", help="dataset root (default: the teacher run's own)")
     p.add_argument("--rotate", action="store_true", help="also rotate about the up axis")
@@ -309,10 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", help="shape augmentation spec as JSON (overrides the default)")
     p.add_argument("--features", action="store_true", help="also store the global feature")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--shard", type=int, default=0, help="this worker's shard index")
-    p.add_argument("--num-shards", type=int, default=1)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=64)
+    p.add_argument("--shard", type=_int_at_least(0), default=0, help="this worker's shard index")
+    p.add_argument("--num-shards", type=_int_at_least(1), default=1, help="shards in all")
+    p.add_argument("--device", type=_device, default="auto", help="auto, cpu, mps, cuda[:N]")
     p.set_defaults(func=_cmd_record)
 
     p = sub.add_parser("demo", help="quickstart: train a teacher, distill a tiny student, compare")
@@ -383,7 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a bad argument (status 2)
+        return int(done.code or 0)
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()

@@ -84,6 +84,26 @@ def test_bad_inputs_give_one_clear_line(tmp_path, capsys):
             "--shard 3 must be below --num-shards 2",
         ),
         (["eval"], "the following arguments are required: checkpoint"),
+        (
+            ["record", "--teacher", "t.pt", "--out", "o", "--augment", "notjson"],
+            "--augment 'notjson' is not valid JSON",
+        ),
+        (
+            ["record", "--teacher", "t.pt", "--out", "o", "--augment", '{"name": "translate"}'],
+            "list of {name: ..., option: value} mappings",
+        ),
+        (
+            [
+                "record",
+                "--teacher",
+                "t.pt",
+                "--out",
+                "o",
+                "--augment",
+                '[{"name": "translate", "x": 1}]',
+            ],
+            "bad options for shape augmentation 'translate'",
+        ),
     ],
 )
 def test_bad_arguments_give_one_clear_line(capsys, argv, needle):

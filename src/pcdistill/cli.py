@@ -139,10 +139,14 @@ def _cmd_record(args: argparse.Namespace) -> int:
         shard, num_shards = int(os.environ["RANK"]), world_size
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    teacher, ckpt, _, data = checkpoint_and_data(args.teacher, "train", args.data)
     aug = default_shape_augment(rotate=args.rotate, up_axis=args.up_axis)
-    if args.augment:
-        aug = ShapeAugment.from_spec(json.loads(args.augment))
+    if args.augment:  # checked before the teacher and data are loaded
+        try:
+            spec = json.loads(args.augment)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"--augment {args.augment!r} is not valid JSON ({err})") from None
+        aug = ShapeAugment.from_spec(spec)
+    teacher, ckpt, _, data = checkpoint_and_data(args.teacher, "train", args.data)
     path = record_teacher(
         teacher, ckpt["model"], data, aug, args.copies, args.out, seed=args.seed,
         batch_size=args.batch_size, shard=shard, num_shards=num_shards,

@@ -149,6 +149,11 @@ class ShapeAugment:
     @classmethod
     def from_spec(cls, spec: list[dict[str, Any]]) -> ShapeAugment:
         """Rebuild from `spec()` (e.g. read back from a record shard or a config)."""
+        if not isinstance(spec, list) or not all(isinstance(item, dict) for item in spec):
+            raise ConfigError(
+                "a shape augmentation spec is a list of {name: ..., option: value} mappings, "
+                f"got {spec!r}"
+            )
         parts = []
         for item in spec:
             kwargs = dict(item)
@@ -159,7 +164,7 @@ class ShapeAugment:
                 )
             try:
                 parts.append(TRANSFORMS[name](**kwargs))
-            except TypeError as err:
+            except (TypeError, ValueError) as err:
                 raise ConfigError(f"bad options for shape augmentation {name!r}: {err}") from None
         return cls(parts)
 

@@ -122,3 +122,23 @@ def test_a_crafted_checkpoint_is_refused_without_running_its_code(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert "refused without unpickling" in err and str(crafted) in err and "\n" not in err
     assert not marker.exists()
+
+
+def test_export_and_quantize_never_write_over_their_input_or_another_kind(tmp_path, capsys):
+    """`export CKPT --out CKPT` used to replace the checkpoint with the graph: refused before
+    any work, as are a folder and an existing file that is not an .onnx graph."""
+    ckpt = tmp_path / "model.pt"
+    spec = model_spec("pointnet", 40, 0.125)
+    cfg = RunConfig().model_dump(mode="json")
+    names = list(builtin_dataset("test").class_names)
+    save_model(ckpt, create_model("pointnet", width=0.125), spec, names, "", cfg)
+    before = ckpt.read_bytes()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    for command in ("export", "quantize"):
+        for out, needle in ((ckpt, "is the input checkpoint"), (tmp_path, "is a folder"),
+                            (notes, "is not an .onnx file")):  # fmt: skip
+            assert main([command, str(ckpt), "--out", str(out)]) == 2
+            err = capsys.readouterr().err.strip()
+            assert needle in err and "\n" not in err, (command, err)
+    assert ckpt.read_bytes() == before and notes.read_text() == "keep me"

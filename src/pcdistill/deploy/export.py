@@ -206,6 +206,19 @@ def spread(n: int, k: int | None) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
 
 
+def check_onnx_output(out: Path, source: str | Path) -> None:
+    """Refuse, before any work, an output that would destroy something: the command's own
+    input, a folder, or an existing file that is not an .onnx graph."""
+    if not out.exists():
+        return
+    if Path(source).exists() and out.resolve() == Path(source).resolve():
+        raise ConfigError(f"--out {out} is the input checkpoint; write the graph elsewhere")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; name the .onnx file to write")
+    if out.suffix.lower() != ".onnx":
+        raise ConfigError(f"--out {out} exists and is not an .onnx file; refusing to replace it")
+
+
 def export_onnx(
     checkpoint: str | Path,
     out: str | Path,
@@ -224,6 +237,7 @@ def export_onnx(
     from pcdistill.engine.run import checkpoint_and_data
 
     out = Path(out)
+    check_onnx_output(out, checkpoint)
     model, ckpt, cfg, test = checkpoint_and_data(str(checkpoint), "test", data)
     points = np.ascontiguousarray(test.points[spread(len(test), samples)])
     if len(points) < 2:

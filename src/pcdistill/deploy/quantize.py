@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from pcdistill.deploy.export import (
+    check_onnx_output,
     export_onnx,
     ort_session,
     read_metadata,
@@ -184,6 +185,7 @@ def quantize_checkpoint(
         raise ConfigError(f"unknown quantization mode {mode!r}; use one of {MODES}")
     require_onnx()
     out = Path(out)
+    check_onnx_output(out, checkpoint)
     _, _, _, test = checkpoint_and_data(str(checkpoint), "test", data)
     pick = spread(len(test), samples)
     points, labels = np.ascontiguousarray(test.points[pick]), test.labels[pick]

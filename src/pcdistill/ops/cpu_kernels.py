@@ -16,13 +16,13 @@ breaks ties towards the lower index, as torch's argmax does. torch.topk promises
 order among exactly equal distances, so there (and only there) kNN may differ.
 
 Threads: each kernel fills a range of clouds (FPS) or queries (kNN, ball query) with
-the GIL released, and `run_chunks` hands chunks of the range to a thread pool sized by
-torch.get_num_threads(), so one knob sets both (DataLoader workers get 1 thread and
-run serially). We do not use numba's own threading layer: its default OpenMP layer is
-not fork-safe on Linux (numba's docs), and a forked DataLoader worker must keep
-working; our pool is re-created in a forked child (tests/test_ops.py checks it).
-Chunks outnumber threads, so a thread slowed by another process hands the rest of
-its work to the others.
+the GIL released, and `run_chunks` spreads chunks of the range over the calling thread
+and a pool of torch.get_num_threads() - 1 helpers, so one knob sets both (DataLoader
+workers get 1 thread and run serially). We do not use numba's own threading layer:
+its default OpenMP layer is not fork-safe on Linux (numba's docs), and a forked
+DataLoader worker must keep working; our pool is re-created in a forked child
+(tests/test_ops.py checks it). Chunks outnumber threads, so a thread slowed by
+another process hands the rest of its work to the others.
 `cache=True` stores the machine code beside this file, so only the first run on a
 machine pays the compile (~5 s for all kernels).
 """

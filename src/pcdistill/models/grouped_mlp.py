@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pcdistill.models.norm_act import bn_act, bn_act_max, update_running_stats
+from pcdistill.models.norm_act import batch_norm_terms, bn_act, update_running_stats
 from pcdistill.ops.backend import use_cpu_kernels
 from pcdistill.ops.grouping import flat_index
 
@@ -134,7 +134,7 @@ def _grouped_max_torch(
             w = conv.weight.reshape(conv.out_channels, -1)
             z = w @ z if conv.bias is None else torch.addmm(conv.bias.unsqueeze(1), w, z)
         if norm_kernels and i == len(layers) - 1:
-            return bn_act_max(z, bn, negative_slope(mlp), k).view(b, m, -1)
+            return bn_act(z, bn, negative_slope(mlp), k).view(b, m, -1)
         if norm_kernels:
             z = bn_act(z, bn, negative_slope(mlp))
             continue
@@ -234,9 +234,8 @@ def _grouped_max_train_fused(h: Tensor, centre: Tensor, idx: Tensor, mlp: nn.Seq
         params += [bn.weight, bn.bias]
     plan = _TrainPlan(b, n, m, k, _flat_idx(idx, n), [bn.eps for _, bn in layers], _slope(mlp, h))
     out = _FusedTrain.apply(h.reshape(b * n, c1), centre.reshape(b * m, c1), plan, *params)
-    with torch.no_grad():
-        for (_, bn), (mean, var) in zip(layers, plan.stats, strict=True):
-            update_running_stats(bn, mean, var, plan.positions)
+    for (_, bn), (mean, var) in zip(layers, plan.stats, strict=True):
+        update_running_stats(bn, mean, var, plan.positions)
     return out.view(b, m, -1)
 
 
@@ -284,12 +283,10 @@ class _FusedTrain(torch.autograd.Function):
                            shift, plan.slope, _np(weights[i - 1]), _np(biases[i - 1]), z, sums,
                            squares)  # fmt: skip
                 zs.append(z)
-            mean = sums.sum(0) / count
-            var = np.maximum(squares.sum(0) / count - mean * mean, 0.0)
+            mean, var, invstd, scale, shift = batch_norm_terms(
+                sums.sum(0), squares.sum(0), count, gammas[i], betas[i], plan.eps[i]
+            )
             plan.stats.append((mean, var))
-            invstd = 1.0 / np.sqrt(var + plan.eps[i])
-            scale = _np(gammas[i]).astype(np.float64) * invstd
-            shift = _np(betas[i]).astype(np.float64) - mean * scale
             norm.append(tuple(a.astype(dtype) for a in (mean, invstd, scale, shift)))
         out = np.empty((plan.b * plan.m, gammas[-1].shape[0]), dtype)
         arg = np.empty(out.shape, np.int64)

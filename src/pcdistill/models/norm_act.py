@@ -3,7 +3,7 @@
 The wide branches of the fast path (PointNet++ SSG x1, DGCNN x1: 64-1024 channels)
 keep their 1x1 convolutions as BLAS matmuls on the channels-first (C, P) layout and
 run what lies between them here, on the numba kernels of `pcdistill.ops.norm_kernels`:
-`bn_act` is BatchNorm with batch statistics followed by a (leaky) ReLU, `bn_act_max`
+`bn_act` is BatchNorm with batch statistics followed by a (leaky) ReLU, and with k > 0
 the same followed by the max over each group of k consecutive positions. Both are
 exactly the composition of `nn.BatchNorm` (training), the activation and amax, and
 update the module's running statistics as `nn.BatchNorm` does; they exist because
@@ -22,20 +22,26 @@ from pcdistill.ops import norm_kernels as nk
 BatchNorm = nn.modules.batchnorm._BatchNorm
 
 
-def bn_act(z: Tensor, bn: BatchNorm, slope: float) -> Tensor:
-    """act(BN(z)) for z (C, P) with batch statistics; updates bn's running statistics."""
-    stats: list[np.ndarray] = []
-    out = _BatchNormAct.apply(z, bn.weight, bn.bias, bn.eps, slope, 0, stats)
-    update_running_stats(bn, *stats, z.shape[1])
-    return out
-
-
-def bn_act_max(z: Tensor, bn: BatchNorm, slope: float, k: int) -> Tensor:
-    """max over each group of k consecutive positions of act(BN(z)): (P // k, C)."""
+def bn_act(z: Tensor, bn: BatchNorm, slope: float, k: int = 0) -> Tensor:
+    """act(BN(z)) for z (C, P) with batch statistics, or with k > 0 its max over each group
+    of k consecutive positions, (P // k, C); updates bn's running statistics."""
     stats: list[np.ndarray] = []
     out = _BatchNormAct.apply(z, bn.weight, bn.bias, bn.eps, slope, k, stats)
     update_running_stats(bn, *stats, z.shape[1])
     return out
+
+
+def batch_norm_terms(
+    sums: np.ndarray, squares: np.ndarray, count: int, gamma: Tensor, beta: Tensor, eps: float
+) -> tuple[np.ndarray, ...]:
+    """From per-channel sums of x and x**2 over count values: mean, biased var, invstd and
+    the scale / shift of y = x * scale + shift, all float64."""
+    mean = sums / count
+    var = np.maximum(squares / count - mean * mean, 0.0)
+    invstd = 1.0 / np.sqrt(var + eps)
+    scale = gamma.detach().numpy().astype(np.float64) * invstd
+    shift = beta.detach().numpy().astype(np.float64) - mean * scale
+    return mean, var, invstd, scale, shift
 
 
 def update_running_stats(bn: BatchNorm, mean: np.ndarray, var: np.ndarray, count: int) -> None:
@@ -61,11 +67,7 @@ class _BatchNormAct(torch.autograd.Function):
         dtype = zn.dtype.type
         sums, squares = np.empty(c), np.empty(c)
         run_chunks(nk.stats, c, zn, sums, squares)
-        mean = sums / p
-        var = np.maximum(squares / p - mean * mean, 0.0)
-        invstd = 1.0 / np.sqrt(var + eps)
-        scale = gamma.detach().numpy().astype(np.float64) * invstd
-        shift = beta.detach().numpy().astype(np.float64) - mean * scale
+        mean, var, invstd, scale, shift = batch_norm_terms(sums, squares, p, gamma, beta, eps)
         scale, shift, slope = scale.astype(dtype), shift.astype(dtype), dtype(slope)
         if k:
             out = np.empty((p // k, c), dtype)

@@ -100,28 +100,16 @@ def _update_nearest(nearest: np.ndarray, d: np.ndarray):
 
 
 @_jit
-def _ball_query(
-    query: np.ndarray, ref: np.ndarray, r2: float, out: np.ndarray, lo: int, hi: int
-) -> None:
-    """First k ref (B, C, N) indices with d² <= r2 for flat queries lo..hi-1 of query (B, M, C).
-
-    Computing all N distances in one vectorised pass and then scanning beat stopping
-    early in blocks: hits are sparse, so the scan rarely stops much before N.
-    """
-    m = query.shape[1]
-    d = np.empty(ref.shape[2], ref.dtype)
-    for t in range(lo, hi):
-        i, q = t // m, t % m
-        _square_distance_row(ref[i], query[i, q], d)
-        _scan_ball(d, r2, out[i, q])
-
-
-@_jit
 def _ball_query_multi(
     query: np.ndarray, ref: np.ndarray, r2s: np.ndarray, outs, lo: int, hi: int
 ) -> None:
-    """`_ball_query` for several radii (outs: one (B, M, k_r) array each), the distances
-    computed once per query."""
+    """First k_r ref (B, C, N) indices with d² <= r2s[r], for each radius r (outs: one
+    (B, M, k_r) array each), for flat queries lo..hi-1 of query (B, M, C).
+
+    Each query's N distances are computed once, in one vectorised pass, then scanned per
+    radius: that beat stopping early in blocks, since hits are sparse and the scan rarely
+    stops much before N.
+    """
     m = query.shape[1]
     d = np.empty(ref.shape[2], ref.dtype)
     for t in range(lo, hi):
@@ -240,11 +228,7 @@ def farthest_point_sample(xyz: Tensor, m: int) -> Tensor:
 
 def ball_query(query: Tensor, ref: Tensor, radius: float, k: int) -> Tensor:
     """CPU kernel for `neighbors.ball_query`; coordinates only (C <= 3)."""
-    b, m, _ = query.shape
-    r2 = float(torch.tensor(radius * radius, dtype=ref.dtype))  # rounded as torch compares
-    out = np.empty((b, m, k), np.int64)
-    run_chunks(_ball_query, b * m, _numpy(query), _channels_first(ref), r2, out)
-    return torch.from_numpy(out)
+    return ball_queries(query, ref, (radius,), (k,))[0]
 
 
 def ball_queries(
@@ -252,6 +236,7 @@ def ball_queries(
 ) -> list[Tensor]:
     """CPU kernel for `neighbors.ball_queries`."""
     b, m, _ = query.shape
+    # radius² rounded to the data's dtype, as torch compares
     r2s = np.array([float(torch.tensor(r * r, dtype=ref.dtype)) for r in radii])
     outs = tuple(np.empty((b, m, k), np.int64) for k in ks)
     run_chunks(_ball_query_multi, b * m, _numpy(query), _channels_first(ref), r2s, outs)

@@ -58,7 +58,7 @@ def ball_queries(
     _check_pair(query, ref)
     if len(radii) != len(ks):
         raise ValueError(f"{len(radii)} radii but {len(ks)} neighbour counts")
-    if len(radii) > 1 and query.shape[-1] <= EXACT_MAX_DIM and use_cpu_kernels(query, ref):
+    if query.shape[-1] <= EXACT_MAX_DIM and use_cpu_kernels(query, ref):
         for radius, k in zip(radii, ks, strict=True):
             _check_ball(radius, k)
         from pcdistill.ops import cpu_kernels

@@ -163,6 +163,34 @@ def test_fps_ordered_input_gives_the_same_logits(name):
         torch.testing.assert_close(prefix(ordered), model(ordered), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", FPS_MODELS)
+def test_later_levels_take_the_fps_prefix_exactly(name, monkeypatch):
+    """Levels after the first skip FPS (their input, the centroids, is in FPS order):
+    running FPS there anyway must give the prefix itself, on plain clouds and on a cloud
+    of a few repeated points, where FPS has run out of distinct points."""
+    import pcdistill.models.layers as layers
+
+    module = __import__(f"pcdistill.models.{name.split('_')[0]}", fromlist=["x"])
+    model = create_model(name, width=TINY).eval()
+    pts = clouds(n=small_n(model))
+    pts[1] = pts[1, torch.arange(pts.shape[1]) % 7]  # 7 distinct points
+    calls = []
+
+    def always_fps(xyz, m, fps_ordered):
+        idx = layers.farthest_point_sample(xyz, m)
+        if fps_ordered:  # a later level: the prefix is exact (duplicates: same coordinates)
+            calls.append(m)
+            prefix = torch.arange(m).expand(xyz.shape[0], m)
+            assert torch.equal(gather(xyz, idx), gather(xyz, prefix))
+        return idx
+
+    with torch.no_grad():
+        logits = model(pts)
+        monkeypatch.setattr(module, "sample_centroids", always_fps)
+        torch.testing.assert_close(model(pts), logits, rtol=0, atol=0)
+    assert calls  # the later levels did take the prefix
+
+
 def test_pointnet_transforms_start_as_identity():
     model = create_model("pointnet", width=TINY).eval()
     with torch.no_grad():

@@ -130,14 +130,17 @@ def _grouped_max_torch(
     act = mlp[2]
     layers = layers_of(mlp)
     for i, (conv, bn) in enumerate(layers):
+        if norm_kernels:  # the conv's bias goes into bn_act, which needs no broadcast copy
+            bias = conv.bias if i > 0 else None
+            z = z if i == 0 else conv.weight.reshape(conv.out_channels, -1) @ z
+            k_max = k if i == len(layers) - 1 else 0
+            z = bn_act(z, bn, negative_slope(mlp), k_max, bias)
+            if k_max:
+                return z.view(b, m, -1)
+            continue
         if i > 0:
             w = conv.weight.reshape(conv.out_channels, -1)
             z = w @ z if conv.bias is None else torch.addmm(conv.bias.unsqueeze(1), w, z)
-        if norm_kernels and i == len(layers) - 1:
-            return bn_act(z, bn, negative_slope(mlp), k).view(b, m, -1)
-        if norm_kernels:
-            z = bn_act(z, bn, negative_slope(mlp))
-            continue
         if bn.training or not bn.track_running_stats:
             z = bn(z.view(1, -1, b * m, k)).view(z.shape[0], -1)
         else:  # folded: one multiply-add per value (a 1x1 conv's scale and shift)

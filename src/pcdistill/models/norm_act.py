@@ -22,12 +22,22 @@ from pcdistill.ops import norm_kernels as nk
 BatchNorm = nn.modules.batchnorm._BatchNorm
 
 
-def bn_act(z: Tensor, bn: BatchNorm, slope: float, k: int = 0) -> Tensor:
-    """act(BN(z)) for z (C, P) with batch statistics, or with k > 0 its max over each group
-    of k consecutive positions, (P // k, C); updates bn's running statistics."""
+def bn_act(
+    z: Tensor, bn: BatchNorm, slope: float, k: int = 0, bias: Tensor | None = None
+) -> Tensor:
+    """act(BN(z + bias)) for z (C, P) with batch statistics, or with k > 0 its max over
+    each group of k consecutive positions, (P // k, C); updates bn's running statistics.
+
+    `bias` (C,) is the preceding conv's. Batch statistics cancel it in the output, so it
+    only shifts the running mean and its true gradient is zero (the reference path holds
+    rounding noise there). Taking it here instead of in `addmm` saves writing and
+    re-reading the (C, P) output to broadcast it, and a pass to sum its gradient."""
     stats: list[np.ndarray] = []
-    out = _BatchNormAct.apply(z, bn.weight, bn.bias, bn.eps, slope, k, stats)
-    update_running_stats(bn, *stats, z.shape[1])
+    out = _BatchNormAct.apply(z, bias, bn.weight, bn.bias, bn.eps, slope, k, stats)
+    mean, var = stats
+    if bias is not None:
+        mean = mean + bias.detach().numpy().astype(np.float64)
+    update_running_stats(bn, mean, var, z.shape[1])
     return out
 
 
@@ -56,10 +66,11 @@ def update_running_stats(bn: BatchNorm, mean: np.ndarray, var: np.ndarray, count
 
 
 class _BatchNormAct(torch.autograd.Function):
-    """act(BN(z)) (k = 0) or its max over groups of k (k > 0); gradients for z, gamma, beta."""
+    """act(BN(z + bias)) (k = 0) or its max over groups of k (k > 0); gradients for z,
+    bias (None: no bias), gamma, beta."""
 
     @staticmethod
-    def forward(ctx, z, gamma, beta, eps, slope, k, stats_out):  # type: ignore[override]
+    def forward(ctx, z, bias, gamma, beta, eps, slope, k, stats_out):  # type: ignore[override]
         from pcdistill.ops.cpu_kernels import run_chunks
 
         zn = np.ascontiguousarray(z.detach().numpy())
@@ -101,6 +112,7 @@ class _BatchNormAct(torch.autograd.Function):
         dtype = grad_out.dtype
         return (
             torch.from_numpy(dz),
+            grad_out.new_zeros(c) if ctx.needs_input_grad[1] else None,  # BN cancels the bias
             torch.from_numpy(dgamma).to(dtype),
             torch.from_numpy(dbeta).to(dtype),
             None, None, None, None,

@@ -170,7 +170,8 @@ class PointMLP(PointClassifier):
         x = self.embedding(points.transpose(1, 2)).transpose(1, 2)
         feats: dict[str, Tensor] = {}
         for i, stage in enumerate(self.stages, start=1):
-            xyz, x = stage(xyz, x, self.fps_ordered)
+            # anchors come out of FPS in FPS order, so every later FPS is a prefix
+            xyz, x = stage(xyz, x, self.fps_ordered or i > 1)
             feats[f"stage{i}"] = x
         feats["global"] = x.amax(dim=1)
         return feats

@@ -128,8 +128,10 @@ class PointNet2(PointClassifier):
 
     `fps_ordered=True` declares that input clouds are stored in FPS order (see
     `pcdistill.ops.fps_order`), so every FPS becomes a prefix and costs nothing; the
-    result is exactly that of `fps_ordered=False`. Uniform scaling, translation and
-    rotation keep a cloud in FPS order, anisotropic (per-axis) scaling does not.
+    result is exactly that of `fps_ordered=False`. Levels after the first always take
+    the prefix: their input, the previous level's centroids, is in FPS order. Uniform
+    scaling, translation and rotation keep a cloud in FPS order, anisotropic (per-axis)
+    scaling does not.
     """
 
     def __init__(
@@ -165,7 +167,8 @@ class PointNet2(PointClassifier):
         features = points[..., 3:] if self.in_channels > 3 else None
         feats: dict[str, Tensor] = {}
         for i, level in enumerate(self.levels, start=1):
-            xyz, features = level(xyz, features, self.fps_ordered)
+            # centroids come out of FPS in FPS order, so every later FPS is a prefix
+            xyz, features = level(xyz, features, self.fps_ordered or i > 1)
             feats[f"sa{i}"] = features
         feats["global"] = feats.pop(f"sa{len(self.levels)}").squeeze(1)
         return feats

@@ -22,6 +22,8 @@ float64, so the inner loops vectorise and float32 keeps float64-grade sums.
 import numba
 import numpy as np
 
+from pcdistill.ops.mlp_kernels import zero_of
+
 _jit = numba.njit(nogil=True, cache=True, fastmath={"reassoc", "nsz", "contract"})
 
 BLOCK = 1024
@@ -36,8 +38,8 @@ def stats(z, sums, squares, lo, hi):
         s = 0.0
         q = 0.0
         for b0 in range(0, p, BLOCK):
-            bs = row[0] * 0
-            bq = row[0] * 0
+            bs = 0.0
+            bq = 0.0
             for t in range(b0, min(b0 + BLOCK, p)):
                 v = row[t]
                 bs += v
@@ -83,8 +85,8 @@ def act_backward(z, da, scale, shift, mean, invstd, gamma, slope, dz, dgamma, db
         sg = 0.0
         sgx = 0.0
         for b0 in range(0, p, BLOCK):
-            bg = row[0] * 0
-            bgx = row[0] * 0
+            bg = zero_of(row[0])
+            bgx = zero_of(row[0])
             for t in range(b0, min(b0 + BLOCK, p)):
                 g = drow[t] if row[t] * s + b > 0 else drow[t] * slope
                 bg += g

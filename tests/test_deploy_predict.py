@@ -8,9 +8,14 @@ import pytest
 import trimesh
 
 from pcdistill.cli import main
+from pcdistill.data import builtin_dataset
+from pcdistill.data.preprocess import input_recipe
 from pcdistill.deploy.export import export_onnx
 from pcdistill.deploy.predict import predict_files
+from pcdistill.engine.checkpoint import load_checkpoint, model_spec, save_model
+from pcdistill.engine.config import RunConfig
 from pcdistill.errors import ConfigError, DataError
+from pcdistill.models import create_model
 from test_deploy_export import write_checkpoint
 
 pytest.importorskip("onnxruntime")
@@ -60,6 +65,49 @@ def test_every_format_same_top1_for_checkpoint_and_onnx(models, tmp_path):
         assert a.top[0][1] == pytest.approx(b.top[0][1], abs=1e-5)
         probs = [p for _, p in a.top]
         assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+
+
+def test_input_recipe_follows_the_training_clouds():
+    clouds = builtin_dataset("train", num_points=NUM_POINTS).points  # ship unit-sphere
+    assert input_recipe(False, clouds)["normalize"] is True
+    assert input_recipe(False, clouds * 100 + 50)["normalize"] is False  # own units
+    assert input_recipe(True, clouds * 100 + 50)["normalize"] is True  # data.normalize
+
+
+def test_predict_normalises_any_units_as_the_model_was_trained(tmp_path):
+    """Regression (issue 13): a model trained on unit-sphere clouds (here the built-in
+    ModelNet40 cut, which ships normalised, with data.normalize off) gave another class
+    for the same shape scaled x100 and shifted by 50. The trainer records the recipe in
+    the checkpoint, export carries it into the ONNX metadata, predict applies it."""
+    run = tmp_path / "run"
+    argv = ["train", "--quiet", f"out={run}", f"data.num_points={NUM_POINTS}",
+            "model.name=dgcnn", "model.width=0.125", "train.epochs=1"]  # fmt: skip
+    assert main(argv) == 0
+    ckpt = run / "last.pt"
+    assert load_checkpoint(ckpt)["preprocess"]["normalize"] is True
+    export_onnx(ckpt, tmp_path / "model.onnx", samples=4)
+    shape = builtin_dataset("test", num_points=NUM_POINTS).points[0]
+    np.save(tmp_path / "unit.npy", shape)
+    np.save(tmp_path / "raw.npy", shape * 100 + 50)
+    for model in (ckpt, tmp_path / "model.onnx"):
+        unit, raw = predict_files([tmp_path / "unit.npy", tmp_path / "raw.npy"], model, top_k=3)
+        assert [c for c, _ in raw.top] == [c for c, _ in unit.top]
+        np.testing.assert_allclose([p for _, p in raw.top], [p for _, p in unit.top], atol=1e-5)
+
+
+def test_checkpoint_without_a_recipe_warns_and_keeps_its_units(tmp_path):
+    """A checkpoint written before recipes were recorded is used as its data.normalize
+    says (here: not normalised), with a warning saying so."""
+    cfg = RunConfig().model_dump(mode="json")
+    cfg["data"]["num_points"] = NUM_POINTS
+    names = list(builtin_dataset("test", num_points=NUM_POINTS).class_names)
+    model = create_model("dgcnn", num_classes=len(names), width=0.125)
+    save_model(tmp_path / "old.pt", model, model_spec("dgcnn", len(names), 0.125),
+               names, "", cfg)  # fmt: skip
+    np.save(tmp_path / "raw.npy", np.random.default_rng(0).normal(size=(300, 3)) * 100)
+    with pytest.warns(UserWarning, match="predates recorded input preprocessing"):
+        (pred,) = predict_files([tmp_path / "raw.npy"], tmp_path / "old.pt")
+    assert np.abs(pred.points).max() > 10  # left in its own units
 
 
 def test_cli_prints_top_k_and_plots(models, tmp_path, capsys):

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from pcdistill.data import builtin_dataset
 from pcdistill.models import create_model, grouped_mlp
+from pcdistill.models.layers import shared_mlp
 from pcdistill.models.paths import get_path, set_path, use_path
 from pcdistill.ops import backend
 
@@ -122,6 +123,47 @@ def test_fast_equals_reference_float64(name, width, features, monkeypatch):
         if impl == "torch":  # the torch rewrite, BatchNorm folded (on the CPU: wide branches
             with use_path("fast"):  # in inference, and any branch when gradients are wanted)
                 assert (eval_ref - fast(x).detach()).abs().max() <= 1e-9 * scale
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+def test_fused_chain_of_any_depth_equals_grouping_then_mlp(depth, slope, monkeypatch):
+    """`grouped_max` on the tiled kernels for chains shorter and longer than PointNet++'s
+    three layers (the first, middle and last layers take different kernel paths), ReLU
+    and leaky ReLU: the max-pooled output, every gradient (parameters, per-point and
+    per-group terms) and the running statistics equal grouping then the plain MLP."""
+    set_impl(monkeypatch, "kernels")
+    g = torch.Generator().manual_seed(depth)
+    b, n, m, k, c_in = 2, 64, 16, 8, 5
+    points = torch.randn(b, n, c_in, generator=g, dtype=torch.float64)
+    centroids = points[:, :m, :3]
+    idx = torch.randint(0, n, (b, m, k), generator=g)
+    widths = [c_in, 6, 7, 4, 5][: depth + 1]
+    ref = shared_mlp(widths, conv=torch.nn.Conv2d, negative_slope=slope).double()
+    fast = copy.deepcopy(ref)
+    out_grad = torch.randn(b, m, widths[-1], generator=g, dtype=torch.float64)
+
+    pts_ref = points.clone().requires_grad_()
+    grouped = torch.gather(pts_ref.unsqueeze(1).expand(b, m, n, c_in), 2,
+                           idx.unsqueeze(-1).expand(b, m, k, c_in))  # fmt: skip
+    grouped = torch.cat([grouped[..., :3] - centroids.unsqueeze(2), grouped[..., 3:]], -1)
+    out_ref = ref(grouped.permute(0, 3, 1, 2)).amax(-1).transpose(1, 2)
+    (out_ref * out_grad).sum().backward()
+
+    pts_fast = points.clone().requires_grad_()
+    w, bias = grouped_mlp.first_layer(fast)
+    h = torch.nn.functional.linear(pts_fast, w, bias)
+    centre = torch.nn.functional.linear(centroids, w[:, :3])
+    out_fast = grouped_mlp.grouped_max(h, centre, idx, fast)
+    (out_fast * out_grad).sum().backward()
+
+    assert (out_fast - out_ref).abs().max() <= 1e-12 * out_ref.abs().max()
+    assert (pts_fast.grad - pts_ref.grad).norm() <= 1e-10 * pts_ref.grad.norm()
+    largest = max(p.grad.norm() for p in ref.parameters())
+    for (key, p_ref), p_fast in zip(ref.named_parameters(), fast.parameters(), strict=True):
+        assert (p_fast.grad - p_ref.grad).norm() <= 1e-10 * largest, key
+    for (key, b_ref), b_fast in zip(ref.named_buffers(), fast.buffers(), strict=True):
+        assert torch.allclose(b_ref.double(), b_fast.double(), rtol=1e-10, atol=1e-12), key
 
 
 def test_the_fast_path_is_the_default_and_selectable():

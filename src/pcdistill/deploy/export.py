@@ -67,7 +67,19 @@ class Parity:
 
 
 def onnx_metadata(ckpt: dict, num_points: int, data_cfg: dict) -> dict[str, Any]:
-    """What `predict` needs beside the graph: classes and how to preprocess a cloud."""
+    """What `predict` needs beside the graph: classes and how to preprocess a cloud.
+
+    "normalize" is the checkpoint's recorded input recipe (`inference_normalize`), so a
+    model trained on unit-sphere clouds normalises every input whatever its units; a
+    checkpoint from before recipes were recorded falls back to `data.normalize` and
+    says so in "normalize_recorded"."""
+    from pcdistill.engine.checkpoint import inference_normalize
+
+    recorded = inference_normalize(ckpt)
+    data = {k: data_cfg[k] for k in ("sampling", "normalize", "fps_order")}
+    if recorded is not None:
+        data["normalize"] = recorded
+    data["normalize_recorded"] = recorded is not None
     return {
         "format": META_FORMAT,
         "version": 1,
@@ -75,7 +87,7 @@ def onnx_metadata(ckpt: dict, num_points: int, data_cfg: dict) -> dict[str, Any]
         "class_names": list(ckpt["class_names"]),
         "dataset_fingerprint": ckpt.get("dataset_fingerprint", ""),
         "num_points": num_points,
-        "data": {k: data_cfg[k] for k in ("sampling", "normalize", "fps_order")},
+        "data": data,
         "seed": ckpt["config"].get("seed", 0),
         "quantized": None,
     }

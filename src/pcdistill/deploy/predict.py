@@ -4,12 +4,15 @@ A file goes through the steps the data pipeline applies to a dataset, with the
 model's own settings (checkpoint config or ONNX metadata): read (meshes sampled on
 their surface to the model's point count, seeded), bring to the point count
 (first / seeded random / FPS, as `data.sampling` says), unit-sphere normalisation
-if `data.normalize`, FPS order if `data.fps_order`. So a shape classifies the same
-whether it comes from a dataset folder or from here.
+if the model was trained on unit-sphere clouds (its checkpoint's recorded recipe:
+`data.normalize`, or training data that came normalised, as ModelNet40's HDF5
+release does), FPS order if `data.fps_order`. So a shape classifies the same whether
+it comes from a dataset folder or from here, and whatever units a file is in.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +88,7 @@ def load_cloud(path: str | Path, meta: dict, sampling: str | None = None) -> np.
         xyz, _ = read_trimesh_cloud(path, n, np.random.default_rng(seed))
     shape = one_shape(path, xyz, None, 0, ("unknown",))  # validates: NaN/inf name the file
     shape = PointSelector(n, sampling or data["sampling"], seed)(shape)
-    if data["normalize"]:
+    if data["normalize"]:  # the model's recorded recipe: it saw unit-sphere clouds
         shape = normalize_unit_sphere(shape)
     if data["fps_order"]:
         shape = to_fps_order(shape)
@@ -104,6 +107,13 @@ def predict_files(
     if top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {top_k}")
     logits_of, meta = load_classifier(model, num_points)
+    if not meta["data"].get("normalize_recorded", True):
+        warnings.warn(
+            f"{model} predates recorded input preprocessing: clouds are used in their own "
+            f"units{'' if meta['data']['normalize'] else ' (not normalised)'}, as its "
+            "data.normalize says; retrain (or --resume) to record what it was trained on",
+            stacklevel=2,
+        )
     names = meta["class_names"]
     clouds = np.stack([load_cloud(f, meta, sampling) for f in files])
     logits = logits_of(clouds).astype(np.float64)

@@ -189,5 +189,6 @@ def _netaug_stage(cfg: DistillConfig, splits: Splits, quiet: bool, resume: bool)
     if world().main:  # every rank holds the same tiny model; one writes it
         spec = model_spec(name, num_classes, cfg.model.width, kwargs)
         config = stage_cfg.model_dump(mode="json")
-        save_model(tiny_path, tiny, spec, list(train.class_names), splits[3], config)
+        save_model(tiny_path, tiny, spec, list(train.class_names), splits[3], config,
+                   trainer.preprocess)  # fmt: skip
     return tiny.state_dict()

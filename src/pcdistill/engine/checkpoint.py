@@ -46,14 +46,23 @@ def model_spec(name: str, num_classes: int, width: float, kwargs: dict | None = 
 
 def save_model(
     path: str | Path, model: nn.Module, spec: dict, class_names: list[str], fingerprint: str,
-    config: dict,
+    config: dict, preprocess: dict | None = None,
 ) -> None:  # fmt: skip
-    """A weights-only checkpoint (no optimizer state) that eval, record and export accept."""
+    """A weights-only checkpoint (no optimizer state) that eval, record and export accept;
+    `preprocess` is the trainer's input recipe (`pcdistill.data.preprocess.input_recipe`)."""
     atomic_save(
         {"format": FORMAT, "version": VERSION, "model": spec, "class_names": list(class_names),
-         "dataset_fingerprint": fingerprint, "config": config, "state_dict": model.state_dict()},
+         "dataset_fingerprint": fingerprint, "config": config, "preprocess": preprocess,
+         "state_dict": model.state_dict()},
         path,
     )  # fmt: skip
+
+
+def inference_normalize(ckpt: dict) -> bool | None:
+    """Whether inputs to this checkpoint's model are unit-sphere normalised at inference:
+    its recorded recipe, or None for a checkpoint written before recipes were recorded."""
+    recipe = ckpt.get("preprocess")
+    return None if not isinstance(recipe, dict) else bool(recipe.get("normalize"))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from pcdistill.data import PointCloudSet
-from pcdistill.engine.checkpoint import build_from_checkpoint, model_spec
+from pcdistill.engine.checkpoint import build_from_checkpoint, inference_normalize, model_spec
 from pcdistill.engine.config import RunConfig
 from pcdistill.engine.trainer import BatchSource, Objective, Split, Trainer
 from pcdistill.errors import ConfigError
@@ -41,8 +41,10 @@ def checkpoint_and_data(
     cfg = RunConfig.model_validate(
         {k: v for k, v in ckpt["config"].items() if k in RunConfig.model_fields}
     )
-    if data_root:
+    if data_root and data_root != cfg.data.root:
         cfg.data.root = data_root
+        if inference_normalize(ckpt):  # another dataset, in its own units: as trained
+            cfg.data.normalize = True
     data = load_set(cfg, split)
     if list(data.class_names) != list(ckpt["class_names"]):
         raise ConfigError(

@@ -20,6 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pcdistill.data.preprocess import input_recipe
 from pcdistill.engine.batches import AugmentedBatches, Batch
 from pcdistill.engine.checkpoint import (
     FORMAT,
@@ -142,6 +143,7 @@ class Trainer:
         self.train_split, self.val_split, self.test_split = train, val, test
         self.class_names = list(train.class_names)
         self.fingerprint = dataset_fingerprint
+        self.preprocess = input_recipe(cfg.data.normalize, train.points.numpy())
         self.objective = objective or CrossEntropy(cfg.train.label_smoothing)
         if hasattr(self.objective, "to"):  # objectives holding a teacher or a critic
             self.objective.to(self.device)
@@ -183,6 +185,7 @@ class Trainer:
             "class_names": self.class_names,
             "dataset_fingerprint": self.fingerprint,
             "config": self.cfg.model_dump(mode="json"),
+            "preprocess": self.preprocess,
             "state_dict": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),

@@ -272,20 +272,23 @@ class _FusedTrain(torch.autograd.Function):
         idx, k, gpt, tiles, count = plan.idx, plan.k, plan.gpt, plan.tiles, plan.positions
         gammas, betas, weights, biases = _split(params)
         dummy = np.empty((1, 1, 1), dtype)
+        n_layers = len(gammas)
         norm = []  # per layer: mean, invstd, scale, shift (data dtype)
-        zs: list[np.ndarray] = [dummy]
-        for i in range(len(gammas)):
+        zs: list[np.ndarray] = [dummy]  # z_1 .. z_{L-1}; z_1 is re-gathered, z_L recomputed
+        for i in range(n_layers):
             c = gammas[i].shape[0]
             sums, squares = np.zeros((tiles, c)), np.zeros((tiles, c))
             if i == 0:
                 run_chunks(mk.first_stats, tiles, hn, cn, idx, k, gpt, sums, squares)
             else:
-                z = np.empty((tiles, c, gpt * k), dtype)
+                store = i < n_layers - 1
+                z = np.empty((tiles, c, gpt * k), dtype) if store else dummy
                 _, _, scale, shift = norm[-1]
                 run_chunks(mk.forward_layer, tiles, i == 1, hn, cn, idx, k, gpt, zs[-1], scale,
-                           shift, plan.slope, _np(weights[i - 1]), _np(biases[i - 1]), z, sums,
-                           squares)  # fmt: skip
-                zs.append(z)
+                           shift, plan.slope, _np(weights[i - 1]), _np(biases[i - 1]), store, z,
+                           sums, squares)  # fmt: skip
+                if store:
+                    zs.append(z)
             mean, var, invstd, scale, shift = batch_norm_terms(
                 sums.sum(0), squares.sum(0), count, gammas[i], betas[i], plan.eps[i]
             )
@@ -293,10 +296,16 @@ class _FusedTrain(torch.autograd.Function):
             norm.append(tuple(a.astype(dtype) for a in (mean, invstd, scale, shift)))
         out = np.empty((plan.b * plan.m, gammas[-1].shape[0]), dtype)
         arg = np.empty(out.shape, np.int64)
+        zarg = np.empty(out.shape, dtype)
+        recompute = n_layers > 1
+        _, _, scale_p, shift_p = norm[-2] if recompute else norm[-1]
+        w_last = _np(weights[-1]) if recompute else np.empty((0, 0), dtype)
+        b_last = _np(biases[-1]) if recompute else np.empty(0, dtype)
         _, _, scale, shift = norm[-1]
-        run_chunks(mk.forward_max, tiles, len(gammas) == 1, hn, cn, idx, k, gpt, zs[-1], scale,
-                   shift, plan.slope, out, arg)  # fmt: skip
-        ctx.plan, ctx.state = plan, (hn, cn, zs, norm, arg)
+        run_chunks(mk.forward_max, tiles, recompute, n_layers == 2, hn, cn, idx, k, gpt, zs[-1],
+                   scale_p, shift_p, w_last, b_last, scale, shift, plan.slope, out, arg,
+                   zarg)  # fmt: skip
+        ctx.plan, ctx.state = plan, (hn, cn, zs, norm, arg, zarg)
         ctx.save_for_backward(*params)
         return torch.from_numpy(out)
 
@@ -306,9 +315,9 @@ class _FusedTrain(torch.autograd.Function):
         from pcdistill.ops.cpu_kernels import run_chunks
 
         plan = ctx.plan
-        hn, cn, zs, norm, arg = ctx.state
+        hn, cn, zs, norm, arg, zarg = ctx.state
         params = ctx.saved_tensors
-        gammas, _, weights, _ = _split(params)
+        gammas, _, weights, biases = _split(params)
         idx, k, gpt, tiles, count = plan.idx, plan.k, plan.gpt, plan.tiles, plan.positions
         dtype = hn.dtype
         grad = _np(grad_out)
@@ -316,14 +325,15 @@ class _FusedTrain(torch.autograd.Function):
         last = n_layers - 1
         sdy, sdyx = np.empty((tiles, gammas[-1].shape[0])), np.empty((tiles, gammas[-1].shape[0]))
         mean, invstd, scale, shift = norm[last]
-        run_chunks(mk.last_sums, tiles, last == 0, hn, cn, idx, k, gpt, zs[last], scale, shift,
-                   mean, invstd, plan.slope, grad, arg, sdy, sdyx)  # fmt: skip
+        run_chunks(mk.last_sums, tiles, gpt, plan.b * plan.m, zarg, scale, shift, mean, invstd,
+                   plan.slope, grad, sdy, sdyx)  # fmt: skip
         sdy, sdyx = sdy.sum(0), sdyx.sum(0)
         d_gamma = [None] * n_layers
         d_beta = [None] * n_layers
         d_w = [None] * (n_layers - 1)
         d_b = [None] * (n_layers - 1)
-        dystore = np.empty((1, 1, 1), dtype)
+        dummy = np.empty((1, 1, 1), dtype)
+        dystore = dummy
         for i in range(last, 0, -1):
             d_gamma[i], d_beta[i] = sdyx, sdy
             mean, invstd, scale, shift = norm[i]
@@ -333,10 +343,12 @@ class _FusedTrain(torch.autograd.Function):
             dyprev = np.empty((tiles, c_in, gpt * k), dtype)
             dw, db = np.empty((tiles, c_out, c_in)), np.empty((tiles, c_out))
             sdy_p, sdyx_p = np.empty((tiles, c_in)), np.empty((tiles, c_in))
-            run_chunks(mk.backward_layer, tiles, i == last, dystore, grad, arg, zs[i], mean,
-                       invstd, coef, mdy, mdyx, scale, shift, i == 1, hn, cn, idx, k, gpt,
-                       zs[i - 1], scale_p, shift_p, mean_p, invstd_p, plan.slope,
-                       _np(weights[i - 1]), dw, db, dyprev, sdy_p, sdyx_p)  # fmt: skip
+            zstore = dummy if i == last else zs[i]
+            run_chunks(mk.backward_layer, tiles, i == last, dystore, grad, arg, zarg, zstore,
+                       mean, invstd, coef, mdy, mdyx, scale, shift, i == 1, hn, cn, idx, k,
+                       gpt, zs[i - 1], scale_p, shift_p, mean_p, invstd_p, plan.slope,
+                       _np(weights[i - 1]), _np(biases[i - 1]), dw, db, dyprev, sdy_p,
+                       sdyx_p)  # fmt: skip
             d_w[i - 1], d_b[i - 1] = dw.sum(0), db.sum(0)
             sdy, sdyx = sdy_p.sum(0), sdyx_p.sum(0)
             dystore = dyprev
@@ -344,9 +356,9 @@ class _FusedTrain(torch.autograd.Function):
         mean, invstd, scale, shift = norm[0]
         coef, mdy, mdyx = _bn_coefs(gammas[0], invstd, sdy, sdyx, count, dtype)
         dh, dc = np.zeros(hn.shape), np.zeros(cn.shape)
-        run_chunks(mk.backward_first, plan.b, last == 0, dystore, grad, arg, mean, invstd, coef,
-                   mdy, mdyx, scale, shift, plan.slope, hn, cn, idx, k, gpt, plan.m // gpt, dh,
-                   dc)  # fmt: skip
+        run_chunks(mk.backward_first, plan.b, last == 0, dystore, grad, arg, zarg, mean, invstd,
+                   coef, mdy, mdyx, scale, shift, plan.slope, hn, cn, idx, k, gpt,
+                   plan.m // gpt, dh, dc)  # fmt: skip
         ctx.state = None
         torch_dtype = grad_out.dtype
         grads: list[Tensor | None] = []

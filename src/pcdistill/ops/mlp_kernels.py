@@ -12,9 +12,12 @@ Why fused: with PyTorch ops each conv -> BatchNorm -> activation step streams th
 grouped tensor (up to 134 MB per layer for the tiny model at batch 32) through
 memory about ten times, forward and backward, and that traffic, not the FLOPs, is
 the step time. Here the positions are processed in tiles of whole groups that stay
-in cache: forward writes each layer's pre-activation z_l once (z_1 is never stored,
-it is re-gathered), backward writes one gradient per layer, and the max keeps its
-argmax so the backward of the pooling touches one position per group and channel.
+in cache: forward writes the pre-activations z_2 .. z_{L-1} once; z_1 is re-gathered
+and z_L (the widest, read by the max and the last backward) recomputed from z_{L-1}
+where needed, which costs one small matmul per tile and saves writing and twice
+reading the largest tensor. Backward writes one gradient per layer, and the max keeps
+its argmax (and z_L there) so the backward of the pooling touches one position per
+group and channel.
 
 Layout: a layer's values live tile-major, (tiles, channels, positions in the tile),
 so every inner loop runs over contiguous positions and vectorises. A tile holds
@@ -268,62 +271,86 @@ def first_stats(h, c, idx, k, gpt, sums, squares, lo, hi):
 
 @_jit
 def forward_layer(
-    first, h, c, idx, k, gpt, zprev, scale, shift, slope, w, b, zout, sums, squares, lo, hi
-):
-    """z_out = w @ act(BN(z_prev)) + b for tiles lo..hi-1, stored, with its statistics."""
+    first, h, c, idx, k, gpt, zprev, scale, shift, slope, w, b, store, zout, sums, squares,
+    lo, hi,
+):  # fmt: skip
+    """z_out = w @ act(BN(z_prev)) + b for tiles lo..hi-1, with its statistics; stored in
+    zout only if `store` (the last layer's is recomputed where needed instead)."""
     t_len = gpt * k
     buf = np.empty((w.shape[1], t_len), h.dtype)
     a = np.empty((w.shape[1], t_len), h.dtype)
+    scratch = np.empty((w.shape[0], t_len), h.dtype)
     for tile in range(lo, hi):
         g0, ng = _tile(tile, gpt, idx.shape[0])
         n = ng * k
         z = _load_z(first, tile, g0, ng, k, h, c, idx, zprev, buf)
         _activate(z, scale, shift, slope, a, n)
-        out = zout[tile]
+        out = zout[tile] if store else scratch
         _linear(w, b, a, out, n)
         _row_stats(out, n, sums[tile], squares[tile])
 
 
 @_jit
-def forward_max(first, h, c, idx, k, gpt, zlast, scale, shift, slope, out, arg, lo, hi):
-    """out[g] = max_j act(BN(z_L)) and its first argmax j, for the groups of tiles lo..hi-1."""
-    buf = np.empty((scale.shape[0], gpt * k), h.dtype)
-    for tile in range(lo, hi):
-        g0, ng = _tile(tile, gpt, idx.shape[0])
-        z = _load_z(first, tile, g0, ng, k, h, c, idx, zlast, buf)
-        for r in range(ng):
-            for ch in range(scale.shape[0]):
-                s, b = scale[ch], shift[ch]
-                best = -np.inf
-                best_j = 0
-                for j in range(k):
-                    y = z[ch, r * k + j] * s + b
-                    a = max(y, slope * y)
-                    if a > best:
-                        best = a
-                        best_j = j
-                out[g0 + r, ch] = best
-                arg[g0 + r, ch] = best_j
+def _last_z(recompute, first, tile, g0, ng, k, h, c, idx, zprev, scale_p, shift_p, slope,
+            w, b, buf, a, out):  # fmt: skip
+    """A tile's last pre-activation z_L: recomputed from the stored (or re-gathered)
+    z_{L-1} as w @ act(BN(z_{L-1})) + b, or, for a one-layer chain, the gather itself."""
+    n = ng * k
+    if not recompute:
+        _gather(h, c, idx, k, g0, ng, out)
+        return out
+    zp = _load_z(first, tile, g0, ng, k, h, c, idx, zprev, buf)
+    _activate(zp, scale_p, shift_p, slope, a, n)
+    _linear(w, b, a, out, n)
+    return out
 
 
 @_jit
-def last_sums(first, h, c, idx, k, gpt, zlast, scale, shift, mean, invstd, slope, grad, arg,
-              sdy, sdyx, lo, hi):  # fmt: skip
+def forward_max(recompute, first, h, c, idx, k, gpt, zprev, scale_p, shift_p, w, b, scale,
+                shift, slope, out, arg, zarg, lo, hi):  # fmt: skip
+    """out[g] = max_j act(BN(z_L)), its first argmax j and z_L there (zarg), for the groups
+    of tiles lo..hi-1; z_L comes from `_last_z`."""
+    t_len = gpt * k
+    c_last = scale.shape[0]
+    buf = np.empty((max(w.shape[1], 1), t_len), h.dtype)
+    a = np.empty((max(w.shape[1], 1), t_len), h.dtype)
+    zl = np.empty((c_last, t_len), h.dtype)
+    for tile in range(lo, hi):
+        g0, ng = _tile(tile, gpt, idx.shape[0])
+        z = _last_z(recompute, first, tile, g0, ng, k, h, c, idx, zprev, scale_p, shift_p,
+                    slope, w, b, buf, a, zl)  # fmt: skip
+        for r in range(ng):
+            for ch in range(c_last):
+                s, bb = scale[ch], shift[ch]
+                best = -np.inf
+                best_j = 0
+                for j in range(k):
+                    y = z[ch, r * k + j] * s + bb
+                    v = max(y, slope * y)
+                    if v > best:
+                        best = v
+                        best_j = j
+                out[g0 + r, ch] = best
+                arg[g0 + r, ch] = best_j
+                zarg[g0 + r, ch] = z[ch, r * k + best_j]
+
+
+@_jit
+def last_sums(gpt, groups, zarg, scale, shift, mean, invstd, slope, grad, sdy, sdyx, lo, hi):
     """Per-tile sums over positions of the last BatchNorm's output gradient dy and of
     dy * x_hat, for tiles lo..hi-1.
 
-    dy is non-zero only at each group's argmax, so this reads one position per group
-    and channel instead of the whole tile.
+    dy is non-zero only at each group's argmax, where forward_max kept z (zarg), so this
+    reads one value per group and channel instead of the whole tile.
     """
     for tile in range(lo, hi):
-        g0, ng = _tile(tile, gpt, idx.shape[0])
+        g0, ng = _tile(tile, gpt, groups)
         for ch in range(scale.shape[0]):
             s1 = 0.0
             s2 = 0.0
             for r in range(ng):
                 g = g0 + r
-                j = arg[g, ch]
-                z = h[idx[g, j], ch] - c[g, ch] if first else zlast[tile, ch, r * k + j]
+                z = zarg[g, ch]
                 y = z * scale[ch] + shift[ch]
                 d = grad[g, ch] if y > 0 else grad[g, ch] * slope
                 s1 += d
@@ -333,8 +360,9 @@ def last_sums(first, h, c, idx, k, gpt, zlast, scale, shift, mean, invstd, slope
 
 
 @_jit
-def _load_dy(last, tile, g0, ng, k, dystore, grad, arg, z, scale, shift, slope, buf):
-    """A tile's gradient at the BatchNorm output: scattered from the max for the last layer."""
+def _load_dy(last, tile, g0, ng, k, dystore, grad, arg, zarg, scale, shift, slope, buf):
+    """A tile's gradient at the BatchNorm output: scattered from the max for the last layer
+    (the activation's derivative from z at the argmax, zarg), else the stored one."""
     if not last:
         return dystore[tile]
     n = ng * k
@@ -343,11 +371,11 @@ def _load_dy(last, tile, g0, ng, k, dystore, grad, arg, z, scale, shift, slope, 
         for t in range(n):
             row[t] = 0
     for r in range(ng):
+        g = g0 + r
         for ch in range(buf.shape[0]):
-            t = r * k + arg[g0 + r, ch]
-            y = z[ch, t] * scale[ch] + shift[ch]
-            d = grad[g0 + r, ch]
-            buf[ch, t] = d if y > 0 else d * slope
+            y = zarg[g, ch] * scale[ch] + shift[ch]
+            d = grad[g, ch]
+            buf[ch, r * k + arg[g, ch]] = d if y > 0 else d * slope
     return buf
 
 
@@ -367,20 +395,22 @@ def _bn_backward_row(z, dy, m, s_m2, a, m1, dz, n):
 
 @_jit
 def backward_layer(
-    last, dystore, grad, arg, zstore, mean, invstd, coef, mdy, mdyx, scale, shift,
-    first, h, c, idx, k, gpt, zprev, scale_p, shift_p, mean_p, invstd_p, slope, w,
+    last, dystore, grad, arg, zarg, zstore, mean, invstd, coef, mdy, mdyx, scale, shift,
+    first, h, c, idx, k, gpt, zprev, scale_p, shift_p, mean_p, invstd_p, slope, w, b,
     dw, db, dyprev, sdy, sdyx, lo, hi,
 ):  # fmt: skip
     """One layer l >= 2 backward over tiles lo..hi-1.
 
     From the gradient dy_l at BN_l's output: dz_l, then per-tile partial dW_l and db_l,
     da_{l-1} = W_l^T dz_l, dy_{l-1} = da_{l-1} * act'(y_{l-1}) (stored), and the per-tile
-    sums of dy_{l-1} and dy_{l-1} * x_hat_{l-1} that BN_{l-1}'s backward needs.
+    sums of dy_{l-1} and dy_{l-1} * x_hat_{l-1} that BN_{l-1}'s backward needs. For the
+    last layer z_l is recomputed from z_{l-1} (w, b) instead of read from memory.
     """
     c_out, c_in = w.shape
     t_len = gpt * k
     dy_buf = np.empty((c_out, t_len), h.dtype)
     dz = np.empty((c_out, t_len), h.dtype)
+    zl = np.empty((c_out, t_len), h.dtype)
     zp_buf = np.empty((c_in, t_len), h.dtype)
     ap = np.empty((c_in, t_len), h.dtype)
     da = np.empty((c_in, t_len), h.dtype)
@@ -388,11 +418,16 @@ def backward_layer(
     for tile in range(lo, hi):
         g0, ng = _tile(tile, gpt, idx.shape[0])
         n = ng * k
-        z = zstore[tile]
-        dy = _load_dy(last, tile, g0, ng, k, dystore, grad, arg, z, scale, shift, slope, dy_buf)
-        _bn_backward(z, dy, mean, invstd, coef, mdy, mdyx, dz, n)
         zp = _load_z(first, tile, g0, ng, k, h, c, idx, zprev, zp_buf)
         _activate(zp, scale_p, shift_p, slope, ap, n)
+        if last:
+            _linear(w, b, ap, zl, n)
+            z = zl
+        else:
+            z = zstore[tile]
+        dy = _load_dy(last, tile, g0, ng, k, dystore, grad, arg, zarg, scale, shift, slope,
+                      dy_buf)  # fmt: skip
+        _bn_backward(z, dy, mean, invstd, coef, mdy, mdyx, dz, n)
         for o in range(c_out):
             db[tile, o] = _sum(dz[o], n)
         _dots_block(dz, ap, dw[tile], n)
@@ -424,7 +459,7 @@ def _act_backward_row(da, z, scale, shift, mean, invstd, slope, out, n):
 
 @_jit
 def backward_first(
-    last, dystore, grad, arg, mean, invstd, coef, mdy, mdyx, scale, shift, slope,
+    last, dystore, grad, arg, zarg, mean, invstd, coef, mdy, mdyx, scale, shift, slope,
     h, c, idx, k, gpt, tiles_per_cloud, dh, dc, lo, hi,
 ):  # fmt: skip
     """First layer backward for clouds lo..hi-1: dz_1, scattered into dh (per point) and
@@ -440,7 +475,7 @@ def backward_first(
             g0, ng = _tile(tile, gpt, idx.shape[0])
             n = ng * k
             _gather(h, c, idx, k, g0, ng, z)
-            dy = _load_dy(last, tile, g0, ng, k, dystore, grad, arg, z, scale, shift, slope,
+            dy = _load_dy(last, tile, g0, ng, k, dystore, grad, arg, zarg, scale, shift, slope,
                           dy_buf)  # fmt: skip
             _bn_backward(z, dy, mean, invstd, coef, mdy, mdyx, dz, n)
             for r in range(ng):

@@ -92,6 +92,39 @@ def test_resume_after_kill_mid_epoch_reaches_the_same_result(tmp_path):
     assert log_a == log_b
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_sigint_and_sigterm_checkpoint_the_step_and_resume_exactly(tmp_path, sig):
+    """Ctrl-C or a scheduler's SIGTERM mid-epoch: the run writes a checkpoint at the step
+    it just finished, prints the --resume command, exits 128 + signal, and resumes to the
+    same weights and log as an uninterrupted run (no checkpoint_every needed)."""
+    extra = ["train.epochs=2", "--quiet"]
+    full = _run_cli("train", *TINY, f"out={tmp_path / 'full'}", *extra)
+    assert full.wait(timeout=300) == 0, full.stderr.read()
+
+    stopped = tmp_path / "stopped"
+    proc = _run_cli("train", *TINY, f"out={stopped}", *extra)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (
+        (stopped / "metrics.jsonl").exists() and len(read_metrics(stopped)) >= 2
+    ):
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=120) == 128 + sig
+    err = proc.stderr.read()
+    assert f"continue with: pcdistill train --resume {stopped}" in err, err
+    ckpt = load_checkpoint(stopped / "last.pt")
+    assert ckpt["epoch"] == 0 and 0 < ckpt["step_in_epoch"] < 8, "the stop must land mid-epoch"
+
+    resumed = _run_cli("train", "--resume", str(stopped), "--quiet")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    wa, _ = build_from_checkpoint(tmp_path / "full" / "last.pt")
+    wb, _ = build_from_checkpoint(stopped / "last.pt")
+    for (name, pa), pb in zip(wa.state_dict().items(), wb.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+    log_a = [(r["event"], r["step"]) for r in read_metrics(tmp_path / "full")]
+    assert log_a == [(r["event"], r["step"]) for r in read_metrics(stopped)]
+
+
 def test_checkpoint_refuses_another_architecture_or_class_list(tmp_path):
     trainer = build_trainer(tiny_cfg(tmp_path / "run", "train.epochs=1"), quiet=True)
     trainer.fit()

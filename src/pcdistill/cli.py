@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pcdistill import __version__
-from pcdistill.errors import ConfigError, PcdistillError
+from pcdistill.errors import ConfigError, Interrupted, PcdistillError
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -436,6 +436,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_cpu_allocator()
     try:
         return func(args)
+    except Interrupted as stop:  # the run checkpointed itself; say how to go on
+        print(f"pcdistill: {stop}", file=sys.stderr)
+        return 128 + stop.signum
     except PcdistillError as err:
         print(f"pcdistill: error: {err}", file=sys.stderr)
         return 2

@@ -19,3 +19,12 @@ class ConfigError(PcdistillError, ValueError):
 
 class ModelError(PcdistillError, ValueError):
     """An unknown model name, or a checkpoint that does not fit the architecture."""
+
+
+class Interrupted(PcdistillError):
+    """A run stopped by SIGINT / SIGTERM after checkpointing its current step; `signum`
+    sets the exit status (128 + signal number, as a shell reports it)."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +43,7 @@ from pcdistill.engine.distributed import (
 )
 from pcdistill.engine.evaluate import evaluate
 from pcdistill.engine.runlog import RunLog
-from pcdistill.errors import ConfigError
+from pcdistill.errors import ConfigError, Interrupted
 from pcdistill.transforms import Jitter, PointAugment, RandomDropout, ShapeAugment, Shuffle
 
 
@@ -294,6 +296,7 @@ class Trainer:
         log = RunLog(self.out, quiet=self.quiet, enabled=self.world.main)
         spe, bs = self.batches.steps_per_epoch, self.cfg.train.batch_size
         every = self.cfg.train.checkpoint_every
+        stop = _StopSignals()
         try:
             while self.epoch < self.cfg.train.epochs:
                 desc = f"epoch {self.epoch + 1}/{self.cfg.train.epochs}"
@@ -328,12 +331,39 @@ class Trainer:
                         self._tick(t0)
                         t0 = time.perf_counter()
                         self.save("last.pt")
+                    if self._stop_requested(stop):
+                        self._tick(t0)
+                        self.save("last.pt")
+                        bar.close()
+                        raise self._interrupted(stop.signum)
                 bar.close()
                 self._tick(t0)
                 self._end_epoch(log, samples_per_s=done / (time.perf_counter() - start))
         finally:
+            stop.restore()
             log.close()
         return self._summary()
+
+    def _stop_requested(self, stop: _StopSignals) -> bool:
+        """Whether SIGINT/SIGTERM arrived, agreed by every rank (all stop at one step)."""
+        flag = stop.signum
+        if self.world.size > 1:
+            flag = int(all_sum([float(flag)])[0] > 0) * (flag or signal.SIGTERM)
+        stop.signum = flag
+        return bool(flag)
+
+    def _interrupted(self, signum: int) -> Interrupted:
+        name = signal.Signals(signum).name
+        how = (  # a distillation run resumes through its own command (all its stages)
+            "rerun the same pcdistill distill command with --resume"
+            if type(self.cfg).__name__ == "DistillConfig"
+            else f"pcdistill train --resume {self.out}"
+        )
+        return Interrupted(
+            f"{name}: stopped at epoch {self.epoch + 1} step {self.step_in_epoch}, checkpoint "
+            f"{self.out / 'last.pt'} written; continue with: {how}",
+            signum,
+        )
 
     def _tick(self, since: float) -> None:
         self.elapsed += time.perf_counter() - since
@@ -416,3 +446,28 @@ def _truncate_log(path: Path, step: int) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(line + "\n" for line in keep))
     tmp.replace(path)
+
+
+class _StopSignals:
+    """SIGINT / SIGTERM during `fit` only record that a stop was asked for; the loop then
+    checkpoints the step it just finished (exactly what a mid-epoch checkpoint holds, so
+    resuming is bit-identical) and raises `Interrupted`. Outside the main thread (where
+    Python cannot take signals) nothing is installed."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self.previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum:  # a second Ctrl-C: stop now, without the checkpoint
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)

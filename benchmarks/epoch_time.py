@@ -12,7 +12,6 @@ the steps, without evaluation), its samples/s, and the whole command's wall time
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import subprocess
@@ -21,11 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from train_step import cpu_model, write_section
+from train_step import emit, header
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/distill/scratch.yaml"
 PATHS = ["reference", "fast"]
+HEADING = "## One epoch of `configs/distill/scratch.yaml`, reference vs fast path (issue 11)"
 
 
 def run(path: str, out: Path, threads: int) -> dict:
@@ -53,14 +53,8 @@ def main() -> None:
             results[path] = run(path, Path(tmp) / path, args.threads)
             print(path, results[path], flush=True)
     ref, fast = results["reference"], results["fast"]
-    flags = f" --threads {args.threads}" + (f" --write {args.write}" if args.write else "")
     lines = [
-        "## One epoch of configs/distill/scratch.yaml: reference path vs fast path (issue 11)",
-        "",
-        f"- Command: `.venv/bin/python benchmarks/epoch_time.py{flags}`",
-        f"- Machine: {cpu_model()}, {os.cpu_count()} logical CPUs, train.threads "
-        f"{args.threads}; load average at start {', '.join(f'{v:.2f}' for v in load_start)}",
-        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        *header(HEADING, "epoch_time.py", args, "train.threads", load_start),
         "- One epoch of the T3DNet tiny model (PointNet++ MSG x1/8) from scratch on the full "
         "ModelNet40 training split less the 10% hold-out, batch 32, seed 0. Training time is "
         "the trainer's (steps only); wall time is the whole command (start-up, the epoch, "
@@ -81,10 +75,7 @@ def main() -> None:
         + ", ".join(f"{v:.2f}" for v in os.getloadavg()),
         "",
     ]
-    table = "\n".join(lines)
-    print(table)
-    if args.write:
-        write_section(Path(args.write), table)
+    emit("\n".join(lines), args.write)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from train_step import cpu_model, write_section
+from train_step import cpu_model, emit
 
 
 def main() -> None:
@@ -72,10 +72,7 @@ def main() -> None:
         b = json.loads(best.read_text())
         lines.append(f"best.pt (highest val OA): test OA {b['oa']:.4f}, mAcc {b['macc']:.4f}.")
     lines.append("")
-    section = "\n".join(lines)
-    print(section)
-    if args.write:
-        write_section(Path(args.write), section)
+    emit("\n".join(lines), args.write)
 
 
 if __name__ == "__main__":

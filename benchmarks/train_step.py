@@ -114,14 +114,14 @@ def main() -> None:
             print(name, width, path, result[path], flush=True)
         rows.append((name, width, result))
 
-    flags = f" --threads {args.threads}" + (f" --write {args.write}" if args.write else "")
     lines = [
-        "## Training step: reference path vs fast path (issue 11)",
-        "",
-        f"- Command: `.venv/bin/python benchmarks/train_step.py{flags}`",
-        f"- Machine: {cpu_model()}, {os.cpu_count()} logical CPUs, torch threads "
-        f"{args.threads}; load average at start {', '.join(f'{v:.2f}' for v in load_start)}",
-        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        *header(
+            "## Training step: reference path vs fast path (issue 11)",
+            "train_step.py",
+            args,
+            "torch threads",
+            load_start,
+        ),
         f"- Real ModelNet40 training clouds, 1,024 points, batch {args.batch}, Adam; median of "
         f"{args.steps} steps after a warm-up step; each cell in its own process. Peak RSS is "
         "the process's maximum resident set (data, model, optimizer and the step).",
@@ -140,10 +140,27 @@ def main() -> None:
         )
     load_end = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     lines += ["", f"Load average at the end: {load_end}", ""]
-    table = "\n".join(lines)
-    print(table)
-    if args.write:
-        write_section(Path(args.write), table)
+    emit("\n".join(lines), args.write)
+
+
+def header(title: str, script: str, args, threads_label: str, load_start) -> list[str]:
+    """A benchmark section's first lines: heading, exact command, machine, date."""
+    flags = f" --threads {args.threads}" + (f" --write {args.write}" if args.write else "")
+    return [
+        title,
+        "",
+        f"- Command: `.venv/bin/python benchmarks/{script}{flags}`",
+        f"- Machine: {cpu_model()}, {os.cpu_count()} logical CPUs, {threads_label} "
+        f"{args.threads}; load average at start {', '.join(f'{v:.2f}' for v in load_start)}",
+        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+    ]
+
+
+def emit(section: str, write: str | None) -> None:
+    """Print a section and, with --write, put it in that Markdown file."""
+    print(section)
+    if write:
+        write_section(Path(write), section)
 
 
 def cpu_model() -> str:

@@ -446,8 +446,8 @@ def backward_layer(
 @_jit
 def _act_backward_row(da, z, scale, shift, mean, invstd, slope, out, n):
     """out = da * act'(z * scale + shift); returns sum(out) and sum(out * x_hat)."""
-    s1 = zero_of(z[0])  # in the data's dtype, as `_row_stats`
-    s2 = zero_of(z[0])
+    s1 = 0.0  # float64, as `_row_stats`: BatchNorm backward's mean terms are subtracted
+    s2 = 0.0
     for t in range(n):
         zv = z[t]
         d = da[t] if zv * scale + shift > 0 else da[t] * slope

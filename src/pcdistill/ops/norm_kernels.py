@@ -15,14 +15,13 @@ Layout: z (C, P), P = groups * k positions, contiguous per channel; every kernel
 takes a channel range lo..hi (threads split channels, `cpu_kernels.run_chunks`).
 The activation is a leaky ReLU, y -> max(y, slope * y) (slope 0: ReLU), with
 derivative 1 where y > 0 and slope elsewhere, as torch's backward of both.
-Statistics are summed in blocks of BLOCK positions in the data's dtype, then in
-float64, so the inner loops vectorise and float32 keeps float64-grade sums.
+Statistics and the backward's sums accumulate in float64 (blocks of BLOCK positions,
+then across blocks), as torch's CPU BatchNorm does: in float32 they moved five float32
+Adam steps of the tiny model up to 1.7e-3 off the float64 truth (tests/test_fast_path.py).
 """
 
 import numba
 import numpy as np
-
-from pcdistill.ops.mlp_kernels import zero_of
 
 _jit = numba.njit(nogil=True, cache=True, fastmath={"reassoc", "nsz", "contract"})
 
@@ -85,8 +84,8 @@ def act_backward(z, da, scale, shift, mean, invstd, gamma, slope, dz, dgamma, db
         sg = 0.0
         sgx = 0.0
         for b0 in range(0, p, BLOCK):
-            bg = zero_of(row[0])
-            bgx = zero_of(row[0])
+            bg = 0.0
+            bgx = 0.0
             for t in range(b0, min(b0 + BLOCK, p)):
                 g = drow[t] if row[t] * s + b > 0 else drow[t] * slope
                 bg += g

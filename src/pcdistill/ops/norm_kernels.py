@@ -15,8 +15,8 @@ Layout: z (C, P), P = groups * k positions, contiguous per channel; every kernel
 takes a channel range lo..hi (threads split channels, `cpu_kernels.run_chunks`).
 The activation is a leaky ReLU, y -> max(y, slope * y) (slope 0: ReLU), with
 derivative 1 where y > 0 and slope elsewhere, as torch's backward of both.
-Statistics and the backward's sums accumulate in float64 (blocks of BLOCK positions,
-then across blocks), as torch's CPU BatchNorm does: in float32 they moved five float32
+Statistics and the backward's sums accumulate in float64, as torch's CPU BatchNorm
+does: in float32 they moved five float32
 Adam steps of the tiny model up to 1.7e-3 off the float64 truth (tests/test_fast_path.py).
 """
 
@@ -24,8 +24,6 @@ import numba
 import numpy as np
 
 _jit = numba.njit(nogil=True, cache=True, fastmath={"reassoc", "nsz", "contract"})
-
-BLOCK = 1024
 
 
 @_jit
@@ -36,15 +34,10 @@ def stats(z, sums, squares, lo, hi):
         row = z[c]
         s = 0.0
         q = 0.0
-        for b0 in range(0, p, BLOCK):
-            bs = 0.0
-            bq = 0.0
-            for t in range(b0, min(b0 + BLOCK, p)):
-                v = row[t]
-                bs += v
-                bq += v * v
-            s += bs
-            q += bq
+        for t in range(p):
+            v = row[t]
+            s += v
+            q += v * v
         sums[c] = s
         squares[c] = q
 
@@ -83,15 +76,10 @@ def act_backward(z, da, scale, shift, mean, invstd, gamma, slope, dz, dgamma, db
         s, b, m = scale[c], shift[c], mean[c]
         sg = 0.0
         sgx = 0.0
-        for b0 in range(0, p, BLOCK):
-            bg = 0.0
-            bgx = 0.0
-            for t in range(b0, min(b0 + BLOCK, p)):
-                g = drow[t] if row[t] * s + b > 0 else drow[t] * slope
-                bg += g
-                bgx += g * (row[t] - m)
-            sg += bg
-            sgx += bgx
+        for t in range(p):
+            g = drow[t] if row[t] * s + b > 0 else drow[t] * slope
+            sg += g
+            sgx += g * (row[t] - m)
         coef, mg, mgx = _coefs(gamma[c], invstd[c], sg, sgx, p, dgamma, dbeta, c, coefs)
         for t in range(p):
             g = drow[t] if row[t] * s + b > 0 else drow[t] * slope

@@ -3,6 +3,7 @@
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,13 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from pcdistill.engine.checkpoint import build_from_checkpoint, load_checkpoint
+from pcdistill.engine.checkpoint import (
+    build_from_checkpoint,
+    load_checkpoint,
+    save_model,
+    write_snapshot,
+)
 from pcdistill.engine.config import load_config
 from pcdistill.engine.metrics import confusion_matrix, summarize
 from pcdistill.engine.run import build_trainer, stratified_holdout
 from pcdistill.engine.runlog import read_metrics
-from pcdistill.engine.trainer import lr_factor
-from pcdistill.errors import ConfigError, ModelError
+from pcdistill.engine.trainer import Trainer, lr_factor
+from pcdistill.errors import ConfigError, Interrupted, ModelError
 
 # A run small enough for a unit test: PointNet at width 1/8 on 128 points of the built-in data.
 TINY = [
@@ -247,3 +253,60 @@ def test_device_optimizers_one_cycle_and_quiet_progress(tmp_path):
     # Not a TTY (pytest captures stderr): no bar, whatever --quiet says.
     log = RunLog(tmp_path, quiet=False, tensorboard=False)
     assert log.progress(10, 0, "x").disable
+
+
+def test_a_snapshot_restarts_where_the_run_stopped_with_fresh_optimizer_state(
+    tmp_path, monkeypatch
+):
+    """The run folder is lost; only the snapshot (no optimizer state) is kept. The restart
+    continues at the same step with the same weights, data order and lr schedule as the
+    uninterrupted run (so the first step after it has the same loss), starts Adam afresh,
+    and says so in the log and the summary; the lost epoch rows come back from the snapshot."""
+    extra = ["train.epochs=2", "optim.name=adam", "data.val_fraction=0.125"]
+    full = build_trainer(tiny_cfg(tmp_path / "full", *extra), quiet=True)
+    full.fit()
+    spe = full.batches.steps_per_epoch
+    stop_at = spe + 2
+
+    def stop_once(self, stop):
+        stop.signum = signal.SIGINT if self.global_step == stop_at else 0
+        return bool(stop.signum)
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "_stop_requested", stop_once)
+        with pytest.raises(Interrupted):
+            build_trainer(tiny_cfg(run, *extra), quiet=True).fit()
+    lost = [r for r in read_metrics(run) if r["event"] == "epoch"]
+    snap = write_snapshot(run, tmp_path / "snap.pt")
+    assert "optimizer" not in snap and snap["global_step"] == stop_at
+    assert (tmp_path / "snap.pt").stat().st_size < (run / "last.pt").stat().st_size
+    shutil.rmtree(run)
+
+    cfg = tiny_cfg(run, *extra)
+    summary = build_trainer(cfg, quiet=True).fit(resume=tmp_path / "snap.pt")
+    assert summary["restarts"] == [stop_at]
+    a, b = read_metrics(tmp_path / "full"), read_metrics(run)
+    restart = [r for r in b if r["event"] == "restart"]
+    assert [r["step"] for r in restart] == [stop_at] and restart[0]["optimizer"] == "restarted"
+    epochs_a = [r for r in a if r["event"] == "epoch"]
+    epochs_b = [r for r in b if r["event"] == "epoch"]
+    assert epochs_b[:1] == lost  # restored from the snapshot, not recomputed
+    assert epochs_b[0]["test_oa"] == epochs_a[0]["test_oa"]
+    steps_a = {r["step"]: r for r in a if r["event"] == "train_step"}
+    steps_b = {r["step"]: r for r in b if r["event"] == "train_step"}
+    assert sorted(steps_b) == list(range(stop_at + 1, 2 * spe + 1))
+    for s, r in steps_b.items():
+        assert r["lr"] == pytest.approx(steps_a[s]["lr"], rel=1e-12), s
+    first = steps_b[stop_at + 1]
+    assert first["loss"] == pytest.approx(steps_a[stop_at + 1]["loss"], rel=1e-6)
+    assert epochs_b[1]["train_loss"] != epochs_a[1]["train_loss"]  # Adam did start afresh
+
+    with pytest.raises(ConfigError, match="already holds a run"):
+        build_trainer(cfg, quiet=True).fit(resume=tmp_path / "snap.pt")
+    weights = tmp_path / "weights.pt"
+    model, ckpt = build_from_checkpoint(run / "last.pt")
+    save_model(weights, model, ckpt["model"], ckpt["class_names"],
+               ckpt["dataset_fingerprint"], ckpt["config"])  # fmt: skip
+    with pytest.raises(ConfigError, match="weights only, no training progress"):
+        build_trainer(tiny_cfg(tmp_path / "new", *extra), quiet=True).fit(resume=weights)

@@ -18,26 +18,43 @@ from pcdistill.errors import ConfigError, Interrupted, PcdistillError
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    """List the model zoo with parameter counts at the requested width."""
-    from pcdistill.models import create_model, list_models
+    """List the model zoo with parameter counts at the requested width, then shipped weights."""
+    from pcdistill.models import create_model, list_models, pretrained
 
     print(f"{'model':<16} {'width':>6} {'params':>12}")
     for name in list_models():
         model = create_model(name, num_classes=args.num_classes, width=args.width)
         params = sum(p.numel() for p in model.parameters())
         print(f"{name:<16} {args.width:>6g} {params:>12,}")
+    shipped = pretrained.manifest()
+    print(f"\nshipped weights ({len(shipped)}; create_model(name, width=..., pretrained=TAG), "
+          "or the key wherever a checkpoint is asked for):")  # fmt: skip
+    if shipped:
+        print(f"{'key':<36} {'params':>10} {'dtype':>8} {'epochs':>6} {'test OA':>8} {'mAcc':>7}")
+    for key, e in sorted(shipped.items()):
+        print(f"{key:<36} {e['params']:>10,} {e['dtype']:>8} {e['epochs']:>6} "
+              f"{e['test']['oa']:>8.4f} {e['test']['macc']:>7.4f}")  # fmt: skip
     return 0
 
 
 def _run_config(args: argparse.Namespace, schema):
     """The config of a new run (--config + overrides) or of the run to resume."""
-    from pcdistill.engine.config import load_config
+    from pcdistill.engine.config import load_config, validate_config
 
     if args.resume:
         if args.config or args.overrides:
             raise ConfigError("--resume takes the run's own config.yaml; drop --config/overrides")
+        if Path(args.resume).is_file():  # a snapshot or checkpoint carries its config
+            from pcdistill.engine.checkpoint import load_checkpoint
+
+            return validate_config(load_checkpoint(args.resume)["config"], schema, args.resume)
         return load_config(Path(args.resume) / "config.yaml", schema=schema)
     return load_config(args.config, args.overrides, schema=schema)
+
+
+def _resume_from(args: argparse.Namespace) -> bool | Path:
+    """What `Trainer.fit(resume=...)` takes: a file to start from, True for the run folder."""
+    return Path(args.resume) if args.resume and Path(args.resume).is_file() else bool(args.resume)
 
 
 def _print_summary(cfg, summary: dict) -> None:
@@ -55,7 +72,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from pcdistill.engine.run import build_trainer
 
     cfg = _run_config(args, RunConfig)
-    _print_summary(cfg, build_trainer(cfg, quiet=args.quiet).fit(resume=bool(args.resume)))
+    _print_summary(cfg, build_trainer(cfg, quiet=args.quiet).fit(resume=_resume_from(args)))
     return 0
 
 
@@ -64,6 +81,11 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     from pcdistill.distill.config import DistillConfig
     from pcdistill.distill.run import run_distill
 
+    if isinstance(_resume_from(args), Path):
+        raise ConfigError(
+            f"--resume {args.resume}: a distillation run resumes from its run folder "
+            "(every stage), not from one file"
+        )
     cfg = _run_config(args, DistillConfig)
     _print_summary(cfg, run_distill(cfg, quiet=args.quiet, resume=bool(args.resume)))
     return 0
@@ -155,6 +177,36 @@ def _cmd_record(args: argparse.Namespace) -> int:
     size = path.stat().st_size
     copies = len(data) * args.copies / num_shards
     print(f"{path}: {copies:.0f} copies, {size:,} bytes ({size / copies:.1f} bytes per copy)")
+    return 0
+
+
+def _cmd_snapshot(args: argparse.Namespace) -> int:
+    """A run's progress without optimizer state, small enough to keep; resumable as a restart."""
+    from pcdistill.engine.checkpoint import write_snapshot
+
+    snap = write_snapshot(args.run, args.out)
+    size = Path(args.out).stat().st_size
+    print(
+        f"{args.out}: epoch {snap['epoch']} step {snap['step_in_epoch']} of {args.run}, "
+        f"{size:,} bytes; continue with: pcdistill train --resume {args.out} "
+        "(a warm restart: the optimizer state starts afresh)"
+    )
+    return 0
+
+
+def _cmd_ship(args: argparse.Namespace) -> int:
+    """Add a trained checkpoint to the shipped weights, with its accuracy measured here."""
+    from pcdistill.deploy.ship import ship_checkpoint
+
+    row = ship_checkpoint(args.checkpoint, args.tag, args.command,
+                          Path(args.into) if args.into else None, args.notes)  # fmt: skip
+    t, t32 = row["test"], row["test_float32"]
+    print(
+        f"{row['key']}: {row['file']} ({row['dtype']}, {row['bytes']:,} bytes, sha256 "
+        f"{row['sha256'][:12]}...): test OA {t['oa']:.4f} mAcc {t['macc']:.4f} "
+        f"(float32: {t32['oa']:.4f} / {t32['macc']:.4f}), built-in test OA "
+        f"{row['builtin_test']['oa']:.4f}"
+    )
     return 0
 
 
@@ -311,7 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=f"{what} from a YAML config (see {folder})")
         p.add_argument("--config", help=f"YAML run config (see {folder})")
-        p.add_argument("--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR")
+        p.add_argument(
+            "--resume", metavar="RUN_DIR", help="continue the run saved in RUN_DIR"
+            + (" (or warm-restart from a SNAPSHOT file)" if name == "train" else ""),
+        )  # fmt: skip
         p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"e.g. {example}")
         p.set_defaults(func=func)
@@ -354,6 +409,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-shards", type=_int_at_least(1), default=1, help="shards in all")
     p.add_argument("--device", type=_device, default="auto", help="auto, cpu, mps, cuda[:N]")
     p.set_defaults(func=_cmd_record)
+
+    p = sub.add_parser("snapshot", help="a run's weights and progress without optimizer state")
+    p.add_argument("run", metavar="RUN_DIR", help="a run folder holding last.pt")
+    p.add_argument("out", metavar="SNAPSHOT", help="the file to write")
+    p.set_defaults(func=_cmd_snapshot)
+
+    p = sub.add_parser("ship", help="add a trained checkpoint to the package's shipped weights")
+    p.add_argument("checkpoint", help="a .pt checkpoint (its last epoch is what ships)")
+    p.add_argument("--tag", required=True, help="what it was trained on, e.g. modelnet40")
+    p.add_argument("--command", required=True, help="the exact command(s) that trained it")
+    p.add_argument("--into", help="weights folder (default: the package's own)")
+    p.add_argument("--notes", default="", help="anything a user should know about the run")
+    p.set_defaults(func=_cmd_ship)
 
     p = sub.add_parser("demo", help="quickstart: train a teacher, distill a tiny student, compare")
     p.add_argument("--data", default="builtin", help="dataset root (default: built-in real data)")

@@ -159,11 +159,13 @@ def profile_models(
     from pcdistill.deploy.export import export_onnx
     from pcdistill.deploy.quantize import quantize_onnx
     from pcdistill.engine.checkpoint import build_from_checkpoint
+    from pcdistill.models import pretrained
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="pcdistill-profile-") as tmp:
         for i, source in enumerate(sources):
-            files = {"torch": Path(source) if source.endswith(".pt") else None}
+            is_ckpt = source.endswith(".pt") or source in pretrained.manifest()
+            files = {"torch": Path(source) if is_ckpt else None}
             if files["torch"] is None:
                 files["torch"] = _zoo_checkpoint(Path(tmp) / f"{i}.pt", source, width, num_points)
             model, ckpt = build_from_checkpoint(files["torch"])

@@ -6,6 +6,7 @@ class list, so it can rebuild its model alone and refuse to load into another.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import tempfile
@@ -65,11 +66,43 @@ def inference_normalize(ckpt: dict) -> bool | None:
     return None if not isinstance(recipe, dict) else bool(recipe.get("normalize"))
 
 
+# What a full training checkpoint holds beyond a snapshot: per-parameter optimizer moments
+# (Adam: twice the model), the scheduler's and the AMP scaler's state.
+RUN_STATE = ("optimizer", "scheduler", "scaler")
+
+
+def write_snapshot(run_dir: str | Path, dest: str | Path) -> dict[str, Any]:
+    """A run's last.pt without its optimizer, scheduler and scaler state, plus the epoch rows
+    of its metrics.jsonl: a third of the size (Adam), small enough to keep beside the code
+    when run folders do not survive, and resumable as a *warm restart* (`pcdistill train
+    --resume SNAPSHOT`): the same weights, schedule position and data order, fresh optimizer
+    moments. Returns the snapshot."""
+    run_dir = Path(run_dir)
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    if "global_step" not in ckpt:
+        raise ModelError(f"{run_dir / 'last.pt'} holds no training progress to snapshot")
+    snap = {k: v for k, v in ckpt.items() if k not in RUN_STATE}
+    log = run_dir / "metrics.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    snap["history"] = [
+        r for r in rows if r["event"] in ("epoch", "restart") and r["step"] <= ckpt["global_step"]
+    ]
+    atomic_save(snap, dest)
+    return snap
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read and sanity-check a checkpoint file (not yet applied to a model)."""
+    """Read and sanity-check a checkpoint file or a shipped entry's key (not yet applied to a
+    model; see `pcdistill.models.pretrained`)."""
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"checkpoint not found: {path}")
+        from pcdistill.models.pretrained import as_checkpoint
+
+        shipped = as_checkpoint(str(path))
+        if shipped is None:
+            raise ModelError(f"checkpoint not found: {path} (nor a shipped weights key; "
+                             "`pcdistill models` lists those)")  # fmt: skip
+        return shipped
     try:
         # weights_only: tensors and plain Python data only, so a crafted file cannot run
         # code while it is read (a full unpickle calls whatever the file names). Our

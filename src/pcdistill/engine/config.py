@@ -163,6 +163,11 @@ def load_config(
         tree = loaded or {}
     if overrides:
         tree = _merge(tree, parse_overrides(overrides))
+    return validate_config(tree, schema, source)
+
+
+def validate_config(tree: dict[str, Any], schema: type[RunConfig], source: str) -> RunConfig:
+    """`tree` as a `schema` config; errors name `source` (a file) and each bad key."""
     try:
         return schema.model_validate(tree)
     except ValidationError as err:

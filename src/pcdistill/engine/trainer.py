@@ -163,10 +163,7 @@ class Trainer:
         self.extra_params = list(getattr(self.objective, "extra_parameters", lambda: [])())
         params += self.extra_params
         self.optimizer = build_optimizer(cfg, params)
-        spe = self.batches.steps_per_epoch
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(cfg, step, spe)
-        )
+        self.scheduler = self._scheduler_at(0)
         self.use_amp = cfg.train.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.out = Path(cfg.out)
@@ -176,6 +173,16 @@ class Trainer:
         self.best_val: float | None = None
         self.elapsed = 0.0
         self.epoch_sums = {"loss": 0.0, "correct": 0, "seen": 0}  # this epoch's running totals
+        self.restarts: list[int] = []  # global steps where a snapshot restarted the optimizer
+
+    def _scheduler_at(self, step: int) -> torch.optim.lr_scheduler.LambdaLR:
+        """The per-batch lr schedule positioned at global `step` (0 for a new run)."""
+        cfg, spe = self.cfg, self.batches.steps_per_epoch
+        for group in self.optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        return torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(cfg, s, spe), last_epoch=step - 1
+        )
 
     # ---- checkpoints -------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -199,6 +206,7 @@ class Trainer:
             "best_val": self.best_val,
             "elapsed": self.elapsed,
             "epoch_sums": self.epoch_sums,
+            "restarts": self.restarts,
         }
 
     def save(self, name: str) -> None:
@@ -206,6 +214,9 @@ class Trainer:
             atomic_save(self._state(), self.out / name)
 
     def restore(self, path: Path) -> None:
+        """Continue from a full checkpoint (bit-identical) or from a snapshot
+        (`write_snapshot`: same weights, schedule position and data order; the optimizer
+        restarts, which the log and the summary record)."""
         ckpt = load_checkpoint(path)
         check_compatible(ckpt, path, self.model_spec, self.class_names)
         if ckpt["dataset_fingerprint"] != self.fingerprint:
@@ -213,17 +224,31 @@ class Trainer:
                 f"checkpoint {path} was trained on dataset {ckpt['dataset_fingerprint'][:12]}, "
                 f"but this run's dataset is {self.fingerprint[:12]}"
             )
+        if "global_step" not in ckpt:
+            raise ConfigError(f"{path} holds model weights only, no training progress to resume")
         load_state(self.model, ckpt["state_dict"], path)
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
         if ckpt["objective"] is not None:
             self.objective.load_state_dict(ckpt["objective"])
         self.epoch, self.step_in_epoch = ckpt["epoch"], ckpt["step_in_epoch"]
         self.global_step, self.best_val = ckpt["global_step"], ckpt["best_val"]
         self.elapsed, self.epoch_sums = ckpt["elapsed"], ckpt["epoch_sums"]
+        self.restarts = list(ckpt.get("restarts", []))
+        log = self.out / "metrics.jsonl"
+        if "optimizer" in ckpt:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+        else:
+            self.scheduler = self._scheduler_at(self.global_step)
+            self.restarts.append(self.global_step)
+            if self.world.main and not log.is_file():  # the run folder is gone: its curves
+                log.write_text("".join(json.dumps(r) + "\n" for r in ckpt["history"]))
         if self.world.main:
-            _truncate_log(self.out / "metrics.jsonl", self.global_step)
+            _truncate_log(log, self.global_step)
+        if "optimizer" not in ckpt:
+            RunLog(self.out, quiet=True, tensorboard=False, enabled=self.world.main).log(
+                "restart", self.global_step, source=str(path), optimizer="restarted"
+            )
 
     # ---- the loop ----------------------------------------------------------------------
     def train_step(self, batch: Batch) -> tuple[float, int]:
@@ -279,11 +304,21 @@ class Trainer:
             shard=(self.world.rank, self.world.size),
         )
 
-    def fit(self, resume: bool = False) -> dict:
-        """Train to the configured number of epochs; returns the summary also written to disk."""
+    def fit(self, resume: bool | Path = False) -> dict:
+        """Train to the configured number of epochs; returns the summary also written to disk.
+
+        `resume=True` continues from the run folder's last.pt, a path from that checkpoint
+        or snapshot (into a run folder that holds no run yet)."""
         self.out.mkdir(parents=True, exist_ok=True)
         last = self.out / "last.pt"
-        if resume:
+        if isinstance(resume, Path):
+            if last.exists():
+                raise ConfigError(
+                    f"{self.out} already holds a run; resume it with --resume {self.out}"
+                )
+            self.restore(resume)
+            self.save("last.pt")  # the folder now holds this run
+        elif resume:
             if not last.is_file():
                 raise ConfigError(f"nothing to resume: {last} does not exist")
             self.restore(last)
@@ -342,6 +377,8 @@ class Trainer:
         finally:
             stop.restore()
             log.close()
+        if not (self.out / "test_metrics_last.json").is_file():  # restarted after the end
+            self._write_test_metrics(self.evaluate(self.test_split))
         return self._summary()
 
     def _stop_requested(self, stop: _StopSignals) -> bool:
@@ -398,6 +435,9 @@ class Trainer:
         self.save("last.pt")
         if improved:
             self.save("best.pt")
+        self._write_test_metrics(test)
+
+    def _write_test_metrics(self, test: dict) -> None:
         if self.world.main:
             (self.out / "test_metrics_last.json").write_text(json.dumps(test, indent=1))
 
@@ -415,6 +455,7 @@ class Trainer:
             "dataset_fingerprint": self.fingerprint,
             "test_last": {k: test[k] for k in ("oa", "macc", "loss", "num_samples")},
             "best_val_oa": self.best_val,
+            "restarts": self.restarts,
         }
         if self.world.main:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=1))

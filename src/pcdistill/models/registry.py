@@ -38,13 +38,21 @@ def list_models() -> list[str]:
 
 
 def create_model(
-    name: str, num_classes: int = 40, width: float = 1.0, **kwargs: object
+    name: str,
+    num_classes: int = 40,
+    width: float = 1.0,
+    pretrained: str | None = None,
+    **kwargs: object,
 ) -> PointClassifier:
     """Build the registered model `name` with `num_classes` outputs at width multiplier `width`.
 
     `width` scales every hidden width (see `layers.scale_width`); extra keyword
     arguments are those of the model's factory, e.g. `in_features` or `fps_ordered`.
+    `pretrained="modelnet40"` loads the shipped weights trained so (checksum verified;
+    `pcdistill models` lists them), in eval mode; the architecture is the entry's own.
     """
+    if pretrained is not None:
+        return _create_pretrained(name, num_classes, width, pretrained, kwargs)
     factory = _MODELS.get(name)
     if factory is None:
         close = difflib.get_close_matches(name, _MODELS, n=1)
@@ -72,3 +80,22 @@ def create_model(
         options = ", ".join(accepted) or "none besides num_classes and width"
         raise ModelError(f"model {name!r} does not accept {rejected}; its options: {options}")
     return factory(num_classes=int(num_classes), width=float(width), **kwargs)
+
+
+def _create_pretrained(
+    name: str, num_classes: int, width: float, tag: str, kwargs: dict
+) -> PointClassifier:
+    from pcdistill.models import pretrained
+
+    entry = pretrained.find(name, width, tag)
+    spec = entry["model"]
+    if num_classes != spec["num_classes"]:
+        raise ModelError(f"shipped weights {entry['key']!r} have {spec['num_classes']} classes, "
+                         f"not num_classes={num_classes}")  # fmt: skip
+    differ = {k: v for k, v in kwargs.items() if k not in spec["kwargs"] or spec["kwargs"][k] != v}
+    if differ:
+        raise ModelError(f"shipped weights {entry['key']!r} were trained with "
+                         f"{spec['kwargs']}, not {differ}")  # fmt: skip
+    model = create_model(name, num_classes, width, **spec["kwargs"])
+    model.load_state_dict(pretrained.load_weights(entry))
+    return model.eval()

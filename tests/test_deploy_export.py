@@ -145,3 +145,44 @@ def test_export_and_quantize_never_write_over_their_input_or_another_kind(tmp_pa
             err = capsys.readouterr().err.strip()
             assert needle in err and "\n" not in err, (command, err)
     assert ckpt.read_bytes() == before and notes.read_text() == "keep me"
+
+
+class _Sampling(torch.nn.Module):
+    """FPS to m points, then ball queries around them: the index ops of a PointNet++ level."""
+
+    def __init__(self, m: int, radii: tuple[float, ...], ks: tuple[int, ...]) -> None:
+        super().__init__()
+        self.m, self.radii, self.ks = m, radii, ks
+
+    def forward(self, xyz):
+        from pcdistill.ops import ball_queries, farthest_point_sample
+
+        idx = farthest_point_sample(xyz, self.m)
+        centroids = xyz.gather(1, idx.unsqueeze(-1).expand(-1, -1, 3))
+        return idx, *ball_queries(centroids, xyz, self.radii, self.ks)
+
+
+@pytest.mark.parametrize(("n", "m"), [(64, 1), (64, 64), (300, 37)])
+def test_exported_fps_and_ball_query_give_the_reference_indices(tmp_path, n, m):
+    """The hand-written FPS Loop and the float-keyed ball query in the graph return exactly
+    the indices of the numba kernels, ties included (repeated points), at batch 1 and 3,
+    with empty, partial and overfull balls."""
+    from pcdistill.deploy.export import trace_to_onnx
+
+    rng = np.random.default_rng(n + m)
+    xyz = rng.standard_normal((3, n, 3)).astype(np.float32)
+    xyz[:, n // 2 :] = xyz[:, : n - n // 2]  # every point twice: ties in FPS and in balls
+    xyz[1] *= 40  # far apart: balls of one point
+    module = _Sampling(m, (0.05, 0.5, 3.0), (4, 16, n + 5))
+    path = tmp_path / "sampling.onnx"
+    trace_to_onnx(module, torch.from_numpy(xyz[:2]), path)
+    graph = onnx.load(str(path))
+    assert [node.op_type for node in graph.graph.node].count("Loop") == (m > 1)
+    assert all(op.domain in ("", "ai.onnx") for op in graph.opset_import)  # no placeholder left
+    session = ort_session(path)
+    for batch in (xyz[:1], xyz):
+        got = session.run(None, {session.get_inputs()[0].name: batch})
+        want = module(torch.from_numpy(batch))  # CPU: the numba kernels
+        assert len(got) == len(want)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w.numpy())

@@ -181,6 +181,10 @@ def trace_to_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     from pcdistill.ops import use_backend
 
     require_onnx()
+    import onnx
+
+    from pcdistill.deploy.onnx_fps import DOMAIN, expand_fps
+
     model.eval()
     with use_backend("torch"), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -194,7 +198,11 @@ def trace_to_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
             output_names=[OUTPUT],
             dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
             opset_version=OPSET,
+            custom_opsets={DOMAIN: 1},
         )
+    graph = onnx.load(str(path))
+    if expand_fps(graph):
+        onnx.save(graph, str(path))
 
 
 def check_parity(model: nn.Module, path: Path, points: np.ndarray) -> Parity:

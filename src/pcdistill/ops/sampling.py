@@ -11,10 +11,6 @@ float32 their rounding can swap two points whose distances agree to ~1e-6
 relative. Anisotropic (per-axis) scaling changes the distances and so the order.
 """
 
-import functools
-import warnings
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
@@ -44,15 +40,15 @@ def fps_order(xyz: Tensor) -> Tensor:
 
 
 def _farthest_point_sample_torch(xyz: Tensor, m: int) -> Tensor:
-    """Plain torch FPS: one batched step per sample, so it runs on any device and exports.
+    """Plain torch FPS: one batched step per sample, so it runs on any device.
 
     Points are laid out (B, 3, N) so each step reads contiguous memory. Under the ONNX
-    tracer the same loop runs scripted, so it becomes one Loop node instead of m
-    unrolled blocks (tiny model: 10x faster export, 15x smaller file, same latency).
+    tracer FPS is one placeholder node instead of m unrolled steps, which the exporter
+    replaces by a hand-written Loop (`pcdistill.deploy.onnx_fps`).
     """
-    points = xyz.transpose(1, 2).contiguous()
-    loop = _scripted_fps_loop() if torch.jit.is_tracing() else _fps_loop
-    return loop(points, m)
+    if torch.jit.is_tracing():
+        return _FPSPlaceholder.apply(xyz, m)
+    return _fps_loop(xyz.transpose(1, 2).contiguous(), m)
 
 
 def _fps_loop(points: Tensor, m: int) -> Tensor:
@@ -70,10 +66,16 @@ def _fps_loop(points: Tensor, m: int) -> Tensor:
     return idx
 
 
-@functools.cache
-def _scripted_fps_loop() -> Callable[[Tensor, int], Tensor]:
-    """`_fps_loop` compiled by TorchScript, once, only when an export needs it (scripting
-    is deprecated in favour of torch.export, whose exporter was 20x slower here)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return torch.jit.script(_fps_loop)
+class _FPSPlaceholder(torch.autograd.Function):
+    """FPS that the ONNX exporter records as one `pcdistill::FarthestPointSample` node."""
+
+    @staticmethod
+    def forward(ctx, xyz: Tensor, m: int) -> Tensor:
+        return _fps_loop(xyz.transpose(1, 2).contiguous(), m)
+
+    @staticmethod
+    def symbolic(g, xyz, m: int):
+        out = g.op("pcdistill::FarthestPointSample", xyz, m_i=m)
+        sizes = xyz.type().sizes() if xyz.type().sizes() else [None]
+        out.setType(xyz.type().with_dtype(torch.long).with_sizes([sizes[0], m]))
+        return out

@@ -180,6 +180,20 @@ def _cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compress(args: argparse.Namespace) -> int:
+    """The whole path for a dataset: teacher, records, tiny student, ONNX, int8, report."""
+    from pcdistill.compress import compress
+
+    compress(args.data, args.out, teacher=args.teacher, recipe=args.recipe,
+             teacher_model=args.teacher_model, teacher_width=args.teacher_width,
+             teacher_epochs=args.teacher_epochs, epochs=args.epochs,
+             num_points=args.num_points, copies=args.copies, seed=args.seed,
+             threads=args.threads, batch_size=args.batch_size, overrides=args.overrides,
+             quiet=args.quiet)  # fmt: skip
+    print(f"-> {args.out}/summary.md, {args.out}/student.onnx, {args.out}/report/report.md")
+    return 0
+
+
 def _cmd_snapshot(args: argparse.Namespace) -> int:
     """A run's progress without optimizer state, small enough to keep; resumable as a restart."""
     from pcdistill.engine.checkpoint import write_snapshot
@@ -409,6 +423,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-shards", type=_int_at_least(1), default=1, help="shards in all")
     p.add_argument("--device", type=_device, default="auto", help="auto, cpu, mps, cuda[:N]")
     p.set_defaults(func=_cmd_record)
+
+    from pcdistill.compress import RECIPES
+
+    p = sub.add_parser("compress", help="dataset -> teacher -> tiny student -> ONNX/int8 + report")
+    p.add_argument("--data", required=True, help="dataset root (any supported format)")
+    p.add_argument("--out", required=True, help="run folder; rerun the command to continue it")
+    p.add_argument("--teacher", help="teacher checkpoint or shipped key (default: train one)")
+    p.add_argument("--recipe", default="t3dnet", choices=RECIPES, help="configs/distill/ recipe")
+    p.add_argument("--teacher-model", default="pointnet2_ssg", help="zoo model to train")
+    p.add_argument("--teacher-width", type=float, default=1.0)
+    p.add_argument("--teacher-epochs", type=_int_at_least(1), default=30)
+    p.add_argument("--epochs", type=_int_at_least(1), help="student epochs (default: recipe's)")
+    p.add_argument("--num-points", type=_int_at_least(1), default=1024)
+    p.add_argument("--copies", type=_int_at_least(1), default=10, help="records per shape (K)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=_int_at_least(1), help="torch threads for training")
+    p.add_argument("--batch-size", type=_int_at_least(1), help="teacher and student batch")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="student config overrides")
+    p.set_defaults(func=_cmd_compress)
 
     p = sub.add_parser("snapshot", help="a run's weights and progress without optimizer state")
     p.add_argument("run", metavar="RUN_DIR", help="a run folder holding last.pt")

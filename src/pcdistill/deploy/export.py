@@ -183,7 +183,7 @@ def trace_to_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     require_onnx()
     import onnx
 
-    from pcdistill.deploy.onnx_fps import DOMAIN, expand_fps
+    from pcdistill.deploy.onnx_fps import expand_fps
 
     model.eval()
     with use_backend("torch"), torch.no_grad(), warnings.catch_warnings():
@@ -198,7 +198,6 @@ def trace_to_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
             output_names=[OUTPUT],
             dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
             opset_version=OPSET,
-            custom_opsets={DOMAIN: 1},
         )
     graph = onnx.load(str(path))
     if expand_fps(graph):

@@ -110,8 +110,10 @@ def _reset_peak_memory() -> int | None:
         return None
 
 
-def _measure(runtime: str, path: str, points: np.ndarray, threads: int, repeats: int) -> dict:
-    """Latency at each of BATCHES and peak memory growth, in a fresh process (see profile)."""
+def _measure(
+    runtime: str, path: str, points: np.ndarray, threads: int, repeats: int, batches: tuple
+) -> dict:
+    """Latency at each batch size and peak memory growth, in a fresh process (see profile)."""
     torch.set_num_threads(threads)
     if runtime == "torch":
         from pcdistill.deploy.export import run_torch
@@ -125,7 +127,7 @@ def _measure(runtime: str, path: str, points: np.ndarray, threads: int, repeats:
         run = partial(run_onnx, ort_session(path, threads))
     before = _reset_peak_memory()
     out: dict = {}
-    for b in BATCHES:
+    for b in batches:
         x = np.ascontiguousarray(points[:b])
         out[b] = time_call(lambda x=x, b=b: run(x, batch_size=b), repeats, warmup=2)
     out["peak_mb"] = float("nan") if before is None else (_memory_kib("VmHWM") - before) / 1024
@@ -140,6 +142,7 @@ def profile_models(
     threads: int = 1,
     repeats: int = 10,
     runtimes: tuple[str, ...] = RUNTIMES,
+    batches: tuple[int, ...] = BATCHES,
 ) -> list[dict]:
     """One row per (model, runtime): params, FLOPs, file size, latency, throughput, memory.
 
@@ -149,7 +152,8 @@ def profile_models(
     "peak_mb" is its peak resident memory above what it held before the first batch
     (model loaded; Linux, NaN elsewhere), and allocator caches of one runtime never
     hide another's.
-    Latency: median and p90 of `repeats` calls after 2 warm-up calls, `threads` threads.
+    Latency: median and p90 of `repeats` calls after 2 warm-up calls, `threads` threads,
+    at each batch size in `batches`.
     """
     import tempfile
     from concurrent.futures import ProcessPoolExecutor
@@ -170,26 +174,31 @@ def profile_models(
                 files["torch"] = _zoo_checkpoint(Path(tmp) / f"{i}.pt", source, width, num_points)
             model, ckpt = build_from_checkpoint(files["torch"])
             n = ckpt["config"]["data"]["num_points"]
-            points = builtin_dataset("test", num_points=n).points[: max(BATCHES)]
+            builtin = builtin_dataset("test", num_points=n)
+            points = builtin.points[: max(batches)]  # timing: any real clouds will do
             if "onnx" in runtimes or "int8" in runtimes:
                 files["onnx"] = Path(tmp) / f"{i}.onnx"
-                export_onnx(files["torch"], files["onnx"], data="builtin", samples=8)
+                # parity on the built-in shapes where the classes are ModelNet40's, else
+                # on the checkpoint's own test split
+                own = list(ckpt["class_names"]) != list(builtin.class_names)
+                export_onnx(files["torch"], files["onnx"], data=None if own else "builtin",
+                            samples=8)  # fmt: skip
             if "int8" in runtimes:
                 files["int8"] = Path(tmp) / f"{i}_int8.onnx"
                 quantize_onnx(files["onnx"], files["int8"], "dynamic", None)
             flops = count_flops(model, torch.from_numpy(points[:1]))
             for runtime in runtimes:
                 with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-                    job = (runtime, str(files[runtime]), points, threads, repeats)
+                    job = (runtime, str(files[runtime]), points, threads, repeats, batches)
                     timing = pool.submit(_measure, *job).result()
                 rows.append({
                     "model": f"{ckpt['model']['name']} x{ckpt['model']['width']:g}",
                     "source": source, "runtime": runtime, "params": count_params(model),
                     "flops": flops, "file_bytes": files[runtime].stat().st_size,
                     "num_points": n, "threads": threads, **{
-                        f"b{b}_{k}": timing[b][k] for b in BATCHES for k in ("median_ms", "p90_ms")
+                        f"b{b}_{k}": timing[b][k] for b in batches for k in ("median_ms", "p90_ms")
                     },
-                    "throughput": max(BATCHES) / timing[max(BATCHES)]["median_ms"] * 1e3,
+                    "throughput": max(batches) / timing[max(batches)]["median_ms"] * 1e3,
                     "peak_mb": timing["peak_mb"],
                 })  # fmt: skip
     return rows

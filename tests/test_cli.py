@@ -130,3 +130,41 @@ def test_record_command_writes_a_valid_shard_and_refuses_to_overwrite(tmp_path, 
                        class_names=data.class_names, augment_spec=spec)  # fmt: skip
     assert rec.logits.shape == (320, 2, 40)
     assert "already exists" in one_error_line(capsys, argv)
+
+
+TINY_RUN = ["model.name=pointnet", "model.width=0.125", "data.num_points=128",
+            "train.threads=1", "train.epochs=1"]  # fmt: skip
+
+
+def test_runs_store_absolute_paths_take_overrides_after_flags_and_can_be_extended(
+    tmp_path, monkeypatch, capsys
+):
+    """A run started in one folder is evaluated and extended from another; overrides may
+    follow the flags; a run folder stands for its last.pt; only train.epochs may change
+    on --resume, and the schedule is laid out over the new total."""
+    import json
+
+    from pcdistill.engine.config import load_config
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    (work / "shapes").mkdir(parents=True)
+    elsewhere.mkdir()
+    monkeypatch.chdir(work)
+    cfg = load_config(None, ["data.root=shapes", "out=runs/a"])
+    assert cfg.data.root == str(work / "shapes") and cfg.out == str(work / "runs" / "a")
+    assert load_config(None, ["data.root=missing"]).data.root == "missing"  # fails later, named
+    assert main(["train", *TINY_RUN[:2], "--quiet", *TINY_RUN[2:], "out=runs/a"]) == 0
+
+    monkeypatch.chdir(elsewhere)
+    run = str(work / "runs" / "a")
+    assert main(["eval", run]) == 0
+    assert f"{run}: test OA" in capsys.readouterr().out
+    err = one_error_line(capsys, ["train", "--resume", run, "optim.lr=1"])
+    assert "every override but train.epochs=N" in err
+    assert main(["train", "--resume", run, "train.epochs=2", "--quiet"]) == 0
+    rows = [json.loads(line) for line in (work / "runs" / "a" / "metrics.jsonl").open()]
+    assert [r["epoch"] for r in rows if r["event"] == "epoch"] == [1, 2]
+    steps = [r for r in rows if r["event"] == "train_step"]
+    spe = len(steps) // 2
+    # lr of the last step of epoch 1 came from the 1-epoch plan, the rest from the 2-epoch one
+    assert steps[spe - 1]["lr"] < steps[spe]["lr"]

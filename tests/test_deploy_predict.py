@@ -154,3 +154,48 @@ def test_bad_files_give_one_clear_error_naming_them(models, tmp_path, capsys):
         predict_files([tmp_path / "x.npy"], onnx_file, num_points=128)
     err = one_error_line(capsys, ["predict", str(few), "--model", str(tmp_path / "none.onnx")])
     assert "none.onnx" in err
+
+
+def test_a_folder_and_a_bad_file_among_many_with_json_and_csv_output(models, tmp_path, capsys):
+    """A folder predicts every supported file in it; an unreadable file is reported and the
+    rest still predicted (exit 1); --out writes JSON or CSV; a bad output path is refused
+    before any work."""
+    import csv
+    import json
+
+    ckpt, _ = models
+    folder = tmp_path / "shapes"
+    folder.mkdir()
+    files = write_files(folder)
+    (folder / ".hidden.npy").write_bytes(b"not a cloud")  # hidden: not an input
+    (folder / "notes.md").write_text("not a cloud either")  # unsupported: not an input
+    broken = tmp_path / "broken.npy"
+    broken.write_bytes(b"\x93NUMPY garbage")
+    out = tmp_path / "preds.json"
+    argv = ["predict", str(folder), str(broken), "--model", str(ckpt), "--top-k", "2"]
+    assert main([*argv, "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert f"pcdistill: error: cannot read {broken}" in captured.err
+    assert "1 of 7 files could not be read" in captured.err
+    rows = json.loads(out.read_text())
+    assert [r["file"] for r in rows] == [*map(str, sorted(files)), str(broken)]
+    assert all(len(r["top"]) == 2 and r["error"] is None for r in rows[:-1])
+    assert rows[-1]["top"] == [] and "cannot read" in rows[-1]["error"]
+    alone = predict_files(sorted(files), ckpt, top_k=2)  # same answers as without the bad one
+    assert [[t["class"] for t in r["top"]] for r in rows[:-1]] == [
+        [c for c, _ in p.top] for p in alone
+    ]
+    table = tmp_path / "preds.csv"
+    assert main([*argv, "--out", str(table)]) == 1
+    lines = list(csv.reader(table.open()))
+    assert lines[0] == ["file", "rank", "class", "prob", "error"] and len(lines) == 1 + 6 * 2 + 1
+    capsys.readouterr()
+    for option, bad, words in [("--out", tmp_path / "p.txt", "name a .json or .csv"),
+                               ("--png", folder, "name a .png"),
+                               ("--png", folder / "cloud.npy" / "x.png", "is a file")]:  # fmt: skip
+        err = one_error_line(capsys, [*argv, option, str(bad)])
+        assert option in err and words in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    err = one_error_line(capsys, ["predict", str(empty), "--model", str(ckpt)])
+    assert str(empty) in err and "no .npy" in err

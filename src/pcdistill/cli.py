@@ -42,13 +42,20 @@ def _run_config(args: argparse.Namespace, schema):
     from pcdistill.engine.config import load_config, validate_config
 
     if args.resume:
-        if args.config or args.overrides:
-            raise ConfigError("--resume takes the run's own config.yaml; drop --config/overrides")
+        extend = [o for o in args.overrides if o.partition("=")[0].strip() == "train.epochs"]
+        if args.config or len(extend) != len(args.overrides):
+            raise ConfigError("--resume takes the run's own config; drop --config and every "
+                              "override but train.epochs=N (to extend the run)")  # fmt: skip
         if Path(args.resume).is_file():  # a snapshot or checkpoint carries its config
             from pcdistill.engine.checkpoint import load_checkpoint
 
-            return validate_config(load_checkpoint(args.resume)["config"], schema, args.resume)
-        return load_config(Path(args.resume) / "config.yaml", schema=schema)
+            tree = load_checkpoint(args.resume)["config"]
+            cfg = validate_config(tree, schema, args.resume)
+        else:
+            cfg = load_config(Path(args.resume) / "config.yaml", schema=schema)
+        for item in extend:  # the schedule is then laid out over the new number of epochs
+            cfg.train.epochs = load_config(None, [item]).train.epochs
+        return cfg
     return load_config(args.config, args.overrides, schema=schema)
 
 
@@ -256,16 +263,34 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     """Top-k classes of point-cloud or mesh files, with a checkpoint or an ONNX file."""
-    from pcdistill.deploy.predict import plot_predictions, predict_files
+    from pcdistill.deploy.predict import (
+        check_output,
+        plot_predictions,
+        predict_files,
+        write_predictions,
+    )
 
+    for option, path, suffixes in (("--png", args.png, (".png",)),
+                                   ("--out", args.out, (".json", ".csv"))):  # fmt: skip
+        if path:
+            check_output(path, option, suffixes)
     preds = predict_files(args.files, args.model, top_k=args.top_k,
                           num_points=args.num_points, sampling=args.sampling)  # fmt: skip
     for pred in preds:
+        if pred.error:
+            print(f"pcdistill: error: {pred.error}", file=sys.stderr)
+            continue
         print(pred.path)
         for rank, (name, prob) in enumerate(pred.top, start=1):
             print(f"  {rank}. {name:<16} {prob:.4f}")
+    if args.out:
+        print(f"predictions: {write_predictions(preds, args.out)}")
     if args.png:
         print(f"plot: {plot_predictions(preds, args.png)}")
+    failed = sum(p.error is not None for p in preds)
+    if failed:
+        print(f"pcdistill: {failed} of {len(preds)} files could not be read", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -484,9 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("predict", help="classify point-cloud or mesh files")
-    p.add_argument(
-        "files", nargs="+", metavar="FILE", help=".npy/.txt/.ply clouds, .off/.obj/.ply meshes"
-    )
+    what = ".npy/.txt/.ply clouds, .off/.obj/.ply meshes, or folders of them"
+    p.add_argument("files", nargs="+", metavar="FILE", help=what)
     p.add_argument("--model", required=True, help="a .pt checkpoint or an exported .onnx file")
     p.add_argument("--top-k", type=int, default=5, help="classes to print per file (default 5)")
     p.add_argument("--num-points", type=int, help="points per cloud (default: the model's)")
@@ -496,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how to pick the points (default: as the model was trained)",
     )
     p.add_argument("--png", help="also plot the clouds, titled with the top class, to this PNG")
+    p.add_argument("--out", help="also write the predictions to this .json or .csv file")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("quantize", help="int8 ONNX graph, with its accuracy and latency change")
@@ -523,10 +548,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_override(arg: str) -> bool:
+    return not arg.startswith("-") and "=" in arg
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        # KEY=VALUE overrides may also follow the flags (`train --quiet train.epochs=1`)
+        if extra and hasattr(args, "overrides") and all(_is_override(e) for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as done:  # --help, --version, or a bad argument (status 2)
         return int(done.code or 0)
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)

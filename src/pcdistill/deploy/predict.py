@@ -32,11 +32,33 @@ Logits = Callable[[np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class Prediction:
-    """Top classes of one file, with the cloud the model saw (for plotting)."""
+    """Top classes of one file, with the cloud the model saw (for plotting), or why the
+    file could not be read (then `points` is None and `top` empty)."""
 
     path: Path
-    points: np.ndarray  # (N, 3)
+    points: np.ndarray | None  # (N, 3)
     top: list[tuple[str, float]]  # (class name, probability), most likely first
+    error: str | None = None
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files as given; a folder stands for every supported file under it (sorted, hidden
+    files and folders skipped). A folder with none is an error naming it."""
+    out: list[Path] = []
+    suffixes = POINT_SUFFIXES + TRIMESH_SUFFIXES
+    for item in map(Path, inputs):
+        if not item.is_dir():
+            out.append(item)
+            continue
+        found = sorted(
+            p for p in item.rglob("*")
+            if p.is_file() and p.suffix.lower() in suffixes
+            and not any(part.startswith(".") for part in p.relative_to(item).parts)
+        )  # fmt: skip
+        if not found:
+            raise DataError(f"{item}: no {'/'.join(suffixes)} file in this folder")
+        out.extend(found)
+    return out
 
 
 def load_classifier(model: str | Path, num_points: int | None = None) -> tuple[Logits, dict]:
@@ -103,7 +125,9 @@ def predict_files(
     num_points: int | None = None,
     sampling: str | None = None,
 ) -> list[Prediction]:
-    """Top-k classes with probabilities for every file, using a checkpoint or ONNX file."""
+    """Top-k classes with probabilities for every file (or every file in a folder), using a
+    checkpoint or ONNX file. A file that cannot be read gets its error and the rest are
+    still predicted; DataError when none can be."""
     if top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {top_k}")
     logits_of, meta = load_classifier(model, num_points)
@@ -115,14 +139,53 @@ def predict_files(
             stacklevel=2,
         )
     names = meta["class_names"]
-    clouds = np.stack([load_cloud(f, meta, sampling) for f in files])
-    logits = logits_of(clouds).astype(np.float64)
-    probs = np.exp(logits - logits.max(1, keepdims=True))
-    probs /= probs.sum(1, keepdims=True)
+    paths = expand_inputs(files)
+    clouds: dict[int, np.ndarray] = {}
+    errors: dict[int, str] = {}
+    for i, path in enumerate(paths):
+        try:
+            clouds[i] = load_cloud(path, meta, sampling)
+        except DataError as err:
+            errors[i] = str(err)
+    if not clouds:  # nothing to predict: the one error, or the first of them
+        first = errors[0]
+        raise DataError(first if len(paths) == 1 else f"none of the {len(paths)} files could "
+                        f"be read; the first: {first}")  # fmt: skip
+    logits = logits_of(np.stack(list(clouds.values()))).astype(np.float64)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    probs = dict(zip(clouds, p / p.sum(1, keepdims=True), strict=True))
     out = []
-    for path, cloud, p in zip(files, clouds, probs, strict=True):
-        order = np.argsort(-p, kind="stable")[:top_k]
-        out.append(Prediction(Path(path), cloud, [(names[i], float(p[i])) for i in order]))
+    for i, path in enumerate(paths):
+        if i in errors:
+            out.append(Prediction(path, None, [], errors[i]))
+            continue
+        order = np.argsort(-probs[i], kind="stable")[:top_k]
+        top = [(names[c], float(probs[i][c])) for c in order]
+        out.append(Prediction(path, clouds[i], top))
+    return out
+
+
+def write_predictions(predictions: Sequence[Prediction], out: str | Path) -> Path:
+    """Predictions as JSON (a list of {file, top: [{class, prob}], error}) or CSV (one row
+    per file and rank; a failed file is one row with its error), by `out`'s suffix."""
+    import csv
+    import json
+
+    out = Path(out)
+    if out.suffix.lower() == ".json":
+        rows = [{"file": str(p.path), "error": p.error,
+                 "top": [{"class": c, "prob": prob} for c, prob in p.top]}
+                for p in predictions]  # fmt: skip
+        out.write_text(json.dumps(rows, indent=1) + "\n")
+        return out
+    with out.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "rank", "class", "prob", "error"])
+        for p in predictions:
+            if p.error:
+                writer.writerow([p.path, "", "", "", p.error])
+            for rank, (c, prob) in enumerate(p.top, start=1):
+                writer.writerow([p.path, rank, c, f"{prob:.6f}", ""])
     return out
 
 
@@ -133,6 +196,7 @@ def plot_predictions(predictions: Sequence[Prediction], out: str | Path) -> Path
     except ImportError:
         raise ConfigError("--png needs matplotlib: pip install 'pcdistill[viz]'") from None
 
+    predictions = [p for p in predictions if p.error is None]
     cols = min(len(predictions), 4)
     rows = -(-len(predictions) // cols)
     fig = Figure(figsize=(4 * cols, 4 * rows))
@@ -146,5 +210,17 @@ def plot_predictions(predictions: Sequence[Prediction], out: str | Path) -> Path
         ax.set_axis_off()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100, bbox_inches="tight")
+    fig.savefig(out, dpi=100, bbox_inches="tight", format="png")
     return out
+
+
+def check_output(path: str | Path, option: str, suffixes: tuple[str, ...]) -> None:
+    """Refuse an output file that cannot be written as asked, before any work."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise ConfigError(f"{option} {path}: name a {' or '.join(suffixes)} file")
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; name the file to write")
+    parent = next((q for q in path.parents if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigError(f"{option} {path}: {parent} is a file, not a folder")

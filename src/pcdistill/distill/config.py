@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from pcdistill.engine.config import RunConfig, Section
+from pcdistill.engine.config import InputPath, RunConfig, Section
 
 
 class KDTerm(Section):
@@ -82,8 +82,8 @@ class NetAugConfig(Section):
 
 
 class DistillConfig(RunConfig):
-    teacher: str | None = None  # teacher checkpoint, run live unless records are given
-    records: str | None = None  # folder of record shards from `pcdistill record`
+    teacher: InputPath | None = None  # teacher checkpoint, run live unless records are given
+    records: InputPath | None = None  # folder of record shards from `pcdistill record`
     loss: LossConfig = Field(default_factory=LossConfig)
     netaug: NetAugConfig | None = None
 

@@ -93,8 +93,10 @@ def write_snapshot(run_dir: str | Path, dest: str | Path) -> dict[str, Any]:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read and sanity-check a checkpoint file or a shipped entry's key (not yet applied to a
-    model; see `pcdistill.models.pretrained`)."""
+    model; see `pcdistill.models.pretrained`). A run folder stands for its last.pt."""
     path = Path(path)
+    if path.is_dir() and (path / "last.pt").is_file():
+        path = path / "last.pt"
     if not path.is_file():
         from pcdistill.models.pretrained import as_checkpoint
 

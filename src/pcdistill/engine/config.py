@@ -7,10 +7,17 @@ path (`optim.lr`) and what was expected, before any work starts.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from pcdistill.errors import ConfigError
 
@@ -21,8 +28,21 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _existing_absolute(v: str) -> str:
+    """A path that exists, made absolute; anything else (`builtin`, a shipped weights key,
+    a missing path that then fails naming itself) as typed."""
+    path = Path(v).expanduser()
+    return str(path.resolve()) if path.exists() else v
+
+
+# Paths are stored absolute, so a run's config.yaml and checkpoints mean the same from
+# any folder: inputs when they exist (relative to the working directory), outputs always.
+InputPath = Annotated[str, AfterValidator(_existing_absolute)]
+OutputPath = Annotated[str, AfterValidator(lambda v: str(Path(v).expanduser().resolve()))]
+
+
 class DataConfig(Section):
-    root: str = "builtin"
+    root: InputPath = "builtin"
     format: str = "auto"
     num_points: int = Field(1024, ge=1)
     sampling: Literal["first", "random", "fps"] = "first"
@@ -91,7 +111,7 @@ class TrainConfig(Section):
 
 class RunConfig(Section):
     seed: int = 0
-    out: str = "runs/default"
+    out: OutputPath = "runs/default"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)

@@ -251,6 +251,8 @@ def test_point_folders_bring_clouds_to_one_count(tmp_path, split_first):
         "b.txt": rng.normal(size=(200, 6)).astype(np.float32),  # comma, with normals
         "c.txt": rng.normal(size=(150, 3)).astype(np.float32),  # space separated
         "d.ply": rng.normal(size=(180, 3)).astype(np.float32),
+        "e.xyz": rng.normal(size=(160, 4)).astype(np.float32),  # x y z intensity
+        "f.pts": rng.normal(size=(140, 7)).astype(np.float32),  # count line, x y z r g b i
     }
     for i, (fname, cloud) in enumerate(clouds.items()):
         cls = "even" if i % 2 == 0 else "odd"
@@ -263,14 +265,18 @@ def test_point_folders_bring_clouds_to_one_count(tmp_path, split_first):
             np.savetxt(path, cloud, delimiter=",", fmt="%.9g")
         elif fname == "c.txt":
             np.savetxt(path, cloud, fmt="%.9g")
+        elif fname == "f.pts":
+            np.savetxt(path, cloud, fmt="%.9g", header=str(len(cloud)), comments="")
+        elif fname == "e.xyz":
+            np.savetxt(path, cloud, fmt="%.9g")
         else:
             trimesh.PointCloud(cloud).export(path)
     data = load_dataset(tmp_path, "train", num_points=128)
-    assert data.class_names == ("even", "odd") and data.points.shape == (4, 128, 3)
-    # Order is class, then file name: even = a.npy, c.txt; odd = b.txt, d.ply.
-    for row, fname in enumerate(["a.npy", "c.txt", "b.txt", "d.ply"]):
+    assert data.class_names == ("even", "odd") and data.points.shape == (6, 128, 3)
+    # Order is class, then file name: even = a.npy, c.txt, e.xyz; odd = b.txt, d.ply, f.pts.
+    for row, fname in enumerate(["a.npy", "c.txt", "e.xyz", "b.txt", "d.ply", "f.pts"]):
         np.testing.assert_array_equal(data.points[row], clouds[fname][:128, :3])
-    assert data.labels.tolist() == [0, 0, 1, 1]
+    assert data.labels.tolist() == [0, 0, 0, 1, 1, 1]
 
 
 # --- fingerprint and set operations ---------------------------------------------------

@@ -35,7 +35,8 @@ def models(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def write_files(folder: Path) -> list[Path]:
-    """One file per supported format: clouds (.npy, .txt, .ply) and meshes (.off, .obj, .ply)."""
+    """One file per supported format: clouds (.npy, .txt, .ply, .xyz, .pts) and meshes
+    (.off, .obj, .ply, .stl, .glb)."""
     rng = np.random.default_rng(0)
     cloud = rng.normal(size=(600, 3)) * [1.0, 0.5, 2.0]
     paths = [folder / "cloud.npy", folder / "cloud.txt", folder / "cloud.ply"]
@@ -50,7 +51,15 @@ def write_files(folder: Path) -> list[Path]:
     for name, mesh in meshes.items():
         mesh.export(folder / name)
         paths.append(folder / name)
-    return paths
+    # scanner-style text: x y z intensity; a .pts with its point count first
+    xyzi = np.column_stack([cloud, rng.random(len(cloud))])
+    np.savetxt(folder / "scan.xyz", xyzi)
+    (folder / "scan.pts").write_text(f"{len(cloud)}\n" + "\n".join(
+        " ".join(f"{v:.6f}" for v in row) for row in xyzi) + "\n")  # fmt: skip
+    trimesh.creation.cylinder(radius=0.5, height=2).export(folder / "part.stl")
+    trimesh.creation.capsule(height=1, radius=0.4).export(folder / "part.glb")
+    return [*paths, folder / "scan.xyz", folder / "scan.pts", folder / "part.stl",
+            folder / "part.glb"]  # fmt: skip
 
 
 def test_every_format_same_top1_for_checkpoint_and_onnx(models, tmp_path):
@@ -58,6 +67,9 @@ def test_every_format_same_top1_for_checkpoint_and_onnx(models, tmp_path):
     files = write_files(tmp_path)
     torch_preds = predict_files(files, ckpt, top_k=3)
     onnx_preds = predict_files(files, onnx_file, top_k=3)
+    by_name = {p.path.name: p for p in torch_preds}
+    for name in ("scan.xyz", "scan.pts"):  # the same cloud as cloud.txt, intensity dropped
+        np.testing.assert_allclose(by_name[name].points, by_name["cloud.txt"].points, atol=1e-5)
     for a, b in zip(torch_preds, onnx_preds, strict=True):
         assert a.points.shape == (NUM_POINTS, 3)
         assert np.linalg.norm(a.points, axis=1).max() == pytest.approx(1.0)  # normalised
@@ -132,7 +144,7 @@ def test_bad_files_give_one_clear_error_naming_them(models, tmp_path, capsys):
     ckpt, onnx_file = models
     corrupt = tmp_path / "broken.ply"
     corrupt.write_bytes(b"ply\nformat nonsense\n\x00\x01\x02")
-    unsupported = tmp_path / "cloud.xyz"
+    unsupported = tmp_path / "cloud.e57"
     unsupported.write_text("0 0 0\n")
     few = tmp_path / "few.npy"
     np.save(few, np.ones((10, 3), np.float32))
@@ -140,7 +152,7 @@ def test_bad_files_give_one_clear_error_naming_them(models, tmp_path, capsys):
     bad_npy.write_bytes(b"\x93NUMPY garbage")
     for path, words in [
         (corrupt, "cannot read"),
-        (unsupported, "unsupported file type '.xyz'"),
+        (unsupported, "unsupported file type '.e57'"),
         (few, "fewer than"),
         (bad_npy, "cannot read"),
         (tmp_path / "missing.off", "not found"),
@@ -176,7 +188,7 @@ def test_a_folder_and_a_bad_file_among_many_with_json_and_csv_output(models, tmp
     assert main([*argv, "--out", str(out)]) == 1
     captured = capsys.readouterr()
     assert f"pcdistill: error: cannot read {broken}" in captured.err
-    assert "1 of 7 files could not be read" in captured.err
+    assert "1 of 11 files could not be read" in captured.err
     rows = json.loads(out.read_text())
     assert [r["file"] for r in rows] == [*map(str, sorted(files)), str(broken)]
     assert all(len(r["top"]) == 2 and r["error"] is None for r in rows[:-1])
@@ -188,7 +200,7 @@ def test_a_folder_and_a_bad_file_among_many_with_json_and_csv_output(models, tmp
     table = tmp_path / "preds.csv"
     assert main([*argv, "--out", str(table)]) == 1
     lines = list(csv.reader(table.open()))
-    assert lines[0] == ["file", "rank", "class", "prob", "error"] and len(lines) == 1 + 6 * 2 + 1
+    assert lines[0] == ["file", "rank", "class", "prob", "error"] and len(lines) == 1 + 10 * 2 + 1
     capsys.readouterr()
     for option, bad, words in [("--out", tmp_path / "p.txt", "name a .json or .csv"),
                                ("--png", folder, "name a .png"),

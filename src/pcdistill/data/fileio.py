@@ -89,19 +89,29 @@ def _split_columns(table: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarra
 
 
 def read_text_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Points from a text file of `x y z [nx ny nz]` rows, comma or whitespace separated.
+    """Points from a text file of rows, comma or whitespace separated: `.txt` holds
+    `x y z [nx ny nz]`; `.xyz` / `.pts` hold x y z first and anything after (intensity,
+    colour), which is dropped, and a `.pts` may start with a line holding the count.
 
     np.loadtxt is a C parser since numpy 1.23: ~13 ms for a 10,000-line file
     here, faster than split()/fromstring alternatives.
     """
     try:
         with open(path) as f:
-            delimiter = "," if "," in f.readline() else None
-        table = np.loadtxt(path, delimiter=delimiter, dtype=np.float32, ndmin=2)
+            first = f.readline()
+        count_line = first.strip().isdigit()  # .pts: the number of points, then the rows
+        delimiter = "," if "," in first else None
+        table = np.loadtxt(path, delimiter=delimiter, dtype=np.float32, ndmin=2,
+                           skiprows=int(count_line))  # fmt: skip
     except FileNotFoundError:
         raise DataError(f"missing file {path}") from None
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise DataError(f"cannot parse {path}: {e}") from None
+    if path.suffix.lower() in (".xyz", ".pts"):
+        if table.ndim != 2 or table.shape[1] < 3 or len(table) == 0:
+            raise DataError(f"{path}: expected N rows of at least 3 numbers (x y z ...), "
+                            f"got {table.shape}")  # fmt: skip
+        table = table[:, :3]
     return _split_columns(table, path)
 
 
@@ -118,10 +128,33 @@ def read_npy_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return _split_columns(table, path)
 
 
+TEXT_SUFFIXES = (".txt", ".xyz", ".pts")
+MESH_SUFFIXES = (".off", ".obj", ".ply", ".stl", ".glb")  # trimesh; a .ply may be points
+CLOUD_SUFFIXES = (".npy", *TEXT_SUFFIXES, *MESH_SUFFIXES)
+
+
+def read_cloud_file(
+    path: Path, num_points: int | None, seed: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(xyz, normals or None) of any supported file, by its suffix; meshes are sampled on
+    their surface with `seed`. DataError naming the file for anything unsupported or bad."""
+    suffix = path.suffix.lower()
+    if suffix not in CLOUD_SUFFIXES:
+        raise DataError(f"{path}: unsupported file type {suffix or '(none)'!r}; "
+                        f"use one of {', '.join(CLOUD_SUFFIXES)}")  # fmt: skip
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    if suffix == ".npy":
+        return read_npy_cloud(path)
+    if suffix in TEXT_SUFFIXES:
+        return read_text_cloud(path)
+    return read_trimesh_cloud(path, num_points, seed)
+
+
 def read_trimesh_cloud(
     path: Path, num_points: int | None, seed: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Points of a mesh (.off/.obj/.ply) sampled on its surface, or of a point cloud
+    """Points of a mesh (.off/.obj/.ply/.stl/.glb) sampled on its surface, or of a point cloud
     (a .ply point cloud, or a mesh file with vertices and no faces, e.g. `OFF` with 0 faces).
 
     Mesh samples carry the normal of the face they fall on; point clouds give xyz only.

@@ -17,19 +17,15 @@ import numpy as np
 
 from pcdistill.data.dataset import PointCloudSet, concat
 from pcdistill.data.fileio import (
+    CLOUD_SUFFIXES,
     SPLITS,
     check_split,
     one_shape,
-    read_npy_cloud,
-    read_text_cloud,
-    read_trimesh_cloud,
+    read_cloud_file,
     require_dir,
 )
 from pcdistill.data.preprocess import PointSelector
 from pcdistill.errors import DataError
-
-SUFFIXES = (".off", ".obj", ".ply", ".npy", ".txt")
-
 
 def _subdirs(path: Path) -> list[Path]:
     """Sub-folders, without hidden ones and archive debris such as __MACOSX/."""
@@ -45,16 +41,6 @@ def folder_layout(root: Path) -> dict[str, dict[str, Path]] | None:
         return {c: {s: root / s / c for s in SPLITS} for c in names} or None
     classes = [d for d in _subdirs(root) if any((d / s).is_dir() for s in SPLITS)]
     return {d.name: {s: d / s for s in SPLITS} for d in classes} or None
-
-
-def _read_file(
-    path: Path, num_points: int | None, seed: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray | None]:
-    if path.suffix.lower() == ".npy":
-        return read_npy_cloud(path)
-    if path.suffix.lower() == ".txt":
-        return read_text_cloud(path)
-    return read_trimesh_cloud(path, num_points, seed)
 
 
 def read_folders(
@@ -82,24 +68,24 @@ def read_folders(
     for label, cls in enumerate(class_names):
         folder = layout[cls][split]
         files = [p for p in sorted(folder.iterdir()) if p.is_file()] if folder.is_dir() else []
-        readable = [p for p in files if p.suffix.lower() in SUFFIXES]
-        other = [p for p in files if p.suffix.lower() not in SUFFIXES and p.name[0] != "."]
+        readable = [p for p in files if p.suffix.lower() in CLOUD_SUFFIXES]
+        other = [p for p in files if p.suffix.lower() not in CLOUD_SUFFIXES and p.name[0] != "."]
         if not readable:  # a class without shapes would train a dead output
             found = f"only {_names(other, root)}" if other else "no files"
             raise DataError(
                 f"{folder}: class {cls!r} has no shapes for split {split!r} ({found}; "
-                f"readable: {', '.join(SUFFIXES)})"
+                f"readable: {', '.join(CLOUD_SUFFIXES)})"
             )
         skipped += other
         for path in readable:
             key = zlib.crc32(path.relative_to(root).as_posix().encode())
-            xyz, nrm = _read_file(path, num_points, np.random.default_rng([seed, key]))
+            xyz, nrm = read_cloud_file(path, num_points, np.random.default_rng([seed, key]))
             if normals and nrm is None:
                 raise DataError(f"{path}: has no normals")
             parts.append(select(one_shape(path, xyz, nrm if normals else None, label, class_names)))
     if skipped:
         warnings.warn(
-            f"{root}: skipped {_names(skipped, root)} (readable: {', '.join(SUFFIXES)})",
+            f"{root}: skipped {_names(skipped, root)} (readable: {', '.join(CLOUD_SUFFIXES)})",
             stacklevel=2,
         )
     return concat(parts, name=f"{root}:{split}")

@@ -19,12 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pcdistill.data.fileio import one_shape, read_npy_cloud, read_text_cloud, read_trimesh_cloud
+from pcdistill.data.fileio import CLOUD_SUFFIXES, one_shape, read_cloud_file
 from pcdistill.data.preprocess import PointSelector, normalize_unit_sphere, to_fps_order
 from pcdistill.errors import ConfigError, DataError
 
-POINT_SUFFIXES = (".npy", ".txt")
-TRIMESH_SUFFIXES = (".ply", ".off", ".obj")  # meshes, or a point-cloud .ply
 BATCH = 16
 
 Logits = Callable[[np.ndarray], np.ndarray]
@@ -45,7 +43,7 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     """Files as given; a folder stands for every supported file under it (sorted, hidden
     files and folders skipped). A folder with none is an error naming it."""
     out: list[Path] = []
-    suffixes = POINT_SUFFIXES + TRIMESH_SUFFIXES
+    suffixes = CLOUD_SUFFIXES
     for item in map(Path, inputs):
         if not item.is_dir():
             out.append(item)
@@ -93,21 +91,8 @@ def load_classifier(model: str | Path, num_points: int | None = None) -> tuple[L
 def load_cloud(path: str | Path, meta: dict, sampling: str | None = None) -> np.ndarray:
     """One file as the (N, 3) float32 cloud the model expects; DataError naming the file."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in POINT_SUFFIXES + TRIMESH_SUFFIXES:
-        raise DataError(
-            f"{path}: unsupported file type {suffix or '(none)'!r}; "
-            f"use one of {', '.join(POINT_SUFFIXES + TRIMESH_SUFFIXES)}"
-        )
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
     n, seed, data = meta["num_points"], meta["seed"], meta["data"]
-    if suffix == ".npy":
-        xyz, _ = read_npy_cloud(path)
-    elif suffix == ".txt":
-        xyz, _ = read_text_cloud(path)
-    else:
-        xyz, _ = read_trimesh_cloud(path, n, np.random.default_rng(seed))
+    xyz, _ = read_cloud_file(path, n, np.random.default_rng(seed))
     shape = one_shape(path, xyz, None, 0, ("unknown",))  # validates: NaN/inf name the file
     shape = PointSelector(n, sampling or data["sampling"], seed)(shape)
     if data["normalize"]:  # the model's recorded recipe: it saw unit-sphere clouds

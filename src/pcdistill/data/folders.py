@@ -27,6 +27,7 @@ from pcdistill.data.fileio import (
 from pcdistill.data.preprocess import PointSelector
 from pcdistill.errors import DataError
 
+
 def _subdirs(path: Path) -> list[Path]:
     """Sub-folders, without hidden ones and archive debris such as __MACOSX/."""
     if not path.is_dir():

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import trimesh
+from pypcd4 import Encoding, PointCloud
 
 from pcdistill.cli import main
 from pcdistill.data import builtin_dataset
@@ -58,8 +59,11 @@ def write_files(folder: Path) -> list[Path]:
         " ".join(f"{v:.6f}" for v in row) for row in xyzi) + "\n")  # fmt: skip
     trimesh.creation.cylinder(radius=0.5, height=2).export(folder / "part.stl")
     trimesh.creation.capsule(height=1, radius=0.4).export(folder / "part.glb")
-    return [*paths, folder / "scan.xyz", folder / "scan.pts", folder / "part.stl",
-            folder / "part.glb"]  # fmt: skip
+    paths += [folder / "scan.xyz", folder / "scan.pts", folder / "part.stl", folder / "part.glb"]
+    for encoding in Encoding.ASCII, Encoding.BINARY, Encoding.BINARY_COMPRESSED:  # PCL .pcd
+        paths.append(folder / f"scan_{encoding.value}.pcd")
+        PointCloud.from_xyz_points(cloud.astype(np.float32)).save(paths[-1], encoding=encoding)
+    return paths
 
 
 def test_every_format_same_top1_for_checkpoint_and_onnx(models, tmp_path):
@@ -68,7 +72,8 @@ def test_every_format_same_top1_for_checkpoint_and_onnx(models, tmp_path):
     torch_preds = predict_files(files, ckpt, top_k=3)
     onnx_preds = predict_files(files, onnx_file, top_k=3)
     by_name = {p.path.name: p for p in torch_preds}
-    for name in ("scan.xyz", "scan.pts"):  # the same cloud as cloud.txt, intensity dropped
+    pcds = [f"scan_{e}.pcd" for e in ("ascii", "binary", "binary_compressed")]
+    for name in ("scan.xyz", "scan.pts", *pcds):  # the cloud of cloud.txt (intensity dropped)
         np.testing.assert_allclose(by_name[name].points, by_name["cloud.txt"].points, atol=1e-5)
     for a, b in zip(torch_preds, onnx_preds, strict=True):
         assert a.points.shape == (NUM_POINTS, 3)
@@ -150,11 +155,18 @@ def test_bad_files_give_one_clear_error_naming_them(models, tmp_path, capsys):
     np.save(few, np.ones((10, 3), np.float32))
     bad_npy = tmp_path / "bad.npy"
     bad_npy.write_bytes(b"\x93NUMPY garbage")
+    bad_pcd = tmp_path / "bad.pcd"
+    header = "VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\n"
+    bad_pcd.write_text(header + "WIDTH 5\nHEIGHT 1\nPOINTS 5\nDATA binary\n\x00\x01")
+    no_xyz = tmp_path / "intensity.pcd"
+    PointCloud.from_points(np.ones((20, 1), np.float32), ("i",), (np.float32,)).save(no_xyz)
     for path, words in [
         (corrupt, "cannot read"),
         (unsupported, "unsupported file type '.e57'"),
         (few, "fewer than"),
         (bad_npy, "cannot read"),
+        (bad_pcd, "cannot read"),
+        (no_xyz, "no x, y, z fields"),
         (tmp_path / "missing.off", "not found"),
     ]:
         for model in (ckpt, onnx_file):
@@ -188,7 +200,7 @@ def test_a_folder_and_a_bad_file_among_many_with_json_and_csv_output(models, tmp
     assert main([*argv, "--out", str(out)]) == 1
     captured = capsys.readouterr()
     assert f"pcdistill: error: cannot read {broken}" in captured.err
-    assert "1 of 11 files could not be read" in captured.err
+    assert f"1 of {len(files) + 1} files could not be read" in captured.err
     rows = json.loads(out.read_text())
     assert [r["file"] for r in rows] == [*map(str, sorted(files)), str(broken)]
     assert all(len(r["top"]) == 2 and r["error"] is None for r in rows[:-1])
@@ -200,7 +212,8 @@ def test_a_folder_and_a_bad_file_among_many_with_json_and_csv_output(models, tmp
     table = tmp_path / "preds.csv"
     assert main([*argv, "--out", str(table)]) == 1
     lines = list(csv.reader(table.open()))
-    assert lines[0] == ["file", "rank", "class", "prob", "error"] and len(lines) == 1 + 10 * 2 + 1
+    assert lines[0] == ["file", "rank", "class", "prob", "error"]
+    assert len(lines) == 1 + len(files) * 2 + 1
     capsys.readouterr()
     for option, bad, words in [("--out", tmp_path / "p.txt", "name a .json or .csv"),
                                ("--png", folder, "name a .png"),

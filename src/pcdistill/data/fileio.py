@@ -130,7 +130,31 @@ def read_npy_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 TEXT_SUFFIXES = (".txt", ".xyz", ".pts")
 MESH_SUFFIXES = (".off", ".obj", ".ply", ".stl", ".glb")  # trimesh; a .ply may be points
-CLOUD_SUFFIXES = (".npy", *TEXT_SUFFIXES, *MESH_SUFFIXES)
+CLOUD_SUFFIXES = (".npy", ".pcd", *TEXT_SUFFIXES, *MESH_SUFFIXES)
+
+
+def read_pcd_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Points (and normals if it has normal_x/y/z) of a PCL .pcd file, ascii, binary or
+    binary_compressed, through pypcd4 (the `formats` extra)."""
+    try:
+        from pypcd4 import PointCloud
+    except ImportError:
+        raise DataError(f"{path}: reading .pcd needs pypcd4: pip install 'pcdistill[formats]'") \
+            from None  # fmt: skip
+    try:
+        cloud = PointCloud.from_path(path)
+        fields = cloud.fields
+        if not {"x", "y", "z"} <= set(fields):
+            raise DataError(f"{path}: no x, y, z fields (it has {', '.join(fields)})")
+        xyz = cloud.numpy(("x", "y", "z"))
+        names = ("normal_x", "normal_y", "normal_z")
+        normals = cloud.numpy(names) if set(names) <= set(fields) else None
+    except DataError:
+        raise
+    except Exception as e:  # pypcd4 raises what its header and buffer parsing hit
+        raise DataError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+    table = xyz if normals is None else np.concatenate([xyz, normals], axis=1)
+    return _split_columns(np.asarray(table, dtype=np.float32), path)
 
 
 def read_cloud_file(
@@ -146,6 +170,8 @@ def read_cloud_file(
         raise DataError(f"file not found: {path}")
     if suffix == ".npy":
         return read_npy_cloud(path)
+    if suffix == ".pcd":
+        return read_pcd_cloud(path)
     if suffix in TEXT_SUFFIXES:
         return read_text_cloud(path)
     return read_trimesh_cloud(path, num_points, seed)

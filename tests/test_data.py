@@ -72,6 +72,63 @@ def test_modelnet40_has_the_official_split(mn40):
     assert np.linalg.norm(test.points, axis=2).max() == pytest.approx(1.0, abs=1e-5)
 
 
+def _same_shapes_from_both_releases(shared_data: Path, up_axis: str | None):
+    """(HDF5 rows, resampled clouds) of the resampled sample's shapes found in the HDF5
+    copy (through its id2file json), both read by `load_dataset` and normalised."""
+    resampled = shared_data / "modelnet40_normal_resampled_sample"
+    names = [line.strip() for line in (resampled / "modelnet40_train.txt").open()]
+    names += [line.strip() for line in (resampled / "modelnet40_test.txt").open()]
+    rows = {}
+    for split, files in (("train", 5), ("test", 2)):
+        for k in range(files):
+            ids = json.loads((shared_data / "modelnet40_hdf5_1024" /
+                              f"ply_data_{split}_{k}_id2file.json").read_text())  # fmt: skip
+            for i, name in enumerate(ids):
+                rows[Path(name).stem] = (split, k, i)
+    found = [n for n in names if n in rows]
+    assert {"airplane_0001", "bathtub_0002"} <= set(found)
+    h5 = []
+    for n in found:
+        split, k, i = rows[n]
+        with h5py.File(shared_data / "modelnet40_hdf5_1024" / f"ply_data_{split}{k}.h5") as f:
+            h5.append(f["data"][i])
+    clouds = {}
+    for split in ("train", "test"):
+        d = load_dataset(resampled, split, up_axis=up_axis, normalize=True)
+        order = [line.strip() for line in (resampled / f"modelnet40_{split}.txt").open()]
+        clouds.update(zip(order, d.points, strict=True))
+    return np.stack(h5), np.stack([clouds[n] for n in found])
+
+
+def _mean_nearest(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean distance from each point of a (S, N, 3) to the nearest point of b's shape."""
+    d = torch.cdist(torch.from_numpy(a).double(), torch.from_numpy(b).double())
+    return float(d.min(-1).values.mean())
+
+
+@pytest.mark.realdata
+def test_the_resampled_release_is_read_into_the_hdf5_releases_frame(shared_data):
+    """`modelnet40_normal_resampled` is y up, the HDF5 copy z up: read with the format's
+    default the same shapes coincide (up to their different point samples); read as if
+    z up they do not, which is what a model trained on one saw of the other."""
+    h5, converted = _same_shapes_from_both_releases(shared_data, None)
+    _, as_is = _same_shapes_from_both_releases(shared_data, "z")
+    aligned, wrong = _mean_nearest(h5, converted), _mean_nearest(h5, as_is)
+    assert aligned < 0.04 and wrong > 2 * aligned, (aligned, wrong)
+    # the z extent (height) of an airplane is its shortest one in the canonical frame
+    assert np.ptp(converted[0], axis=0).argmin() == 2
+
+
+def test_up_axis_rotations_are_proper_and_move_up_to_z():
+    from pcdistill.data.frames import ROTATIONS, rotate_to_z
+
+    for axis, rotation in ROTATIONS.items():
+        assert np.linalg.det(rotation) == pytest.approx(1.0)  # no mirroring
+        up = np.zeros((1, 3), np.float32)
+        up[0, "xyz".index(axis)] = 1
+        np.testing.assert_array_equal(rotate_to_z(up, axis), [[0, 0, 1]])
+
+
 @pytest.mark.realdata
 def test_modelnet10_is_the_official_10_class_split(mn40, modelnet40_root):
     train = mn40["train"].filter_classes(MODELNET10_CLASSES)
@@ -118,14 +175,19 @@ def test_normal_resampled_sample(shared_data):
     assert len(test) == 2 and train.num_classes == 40
     assert train.class_names[:2] == ("airplane", "bathtub")
     assert train.labels.tolist() == [0, 0, 1, 1] and test.labels.tolist() == [0, 1]
-    # First line of airplane_0001.txt; the test split starts with airplane_0003.
-    np.testing.assert_array_equal(train.points[0, 0], np.float32([-0.09879, -0.1823, 0.1638]))
-    np.testing.assert_array_equal(train.normals[0, 0], np.float32([0.829, -0.5572, -0.04818]))
+    # First line of airplane_0001.txt, (x, y, z) read y up, so z up as (-x, z, y); the
+    # test split starts with airplane_0003. up_axis="z" keeps the file's own axes.
+    np.testing.assert_array_equal(train.points[0, 0], np.float32([0.09879, 0.1638, -0.1823]))
+    np.testing.assert_array_equal(train.normals[0, 0], np.float32([-0.829, -0.04818, -0.5572]))
+    raw = load_dataset(root, "train", normals=True, up_axis="z")
+    np.testing.assert_array_equal(raw.points[0, 0], np.float32([-0.09879, -0.1823, 0.1638]))
+    np.testing.assert_array_equal(raw.normals[0, 0], np.float32([0.829, -0.5572, -0.04818]))
     first_line = (root / "airplane/airplane_0003.txt").read_text().split("\n", 1)[0]
-    np.testing.assert_array_equal(test.points[0, 0], np.float32(first_line.split(",")[:3]))
+    x, y, z = np.float32(first_line.split(",")[:3])
+    np.testing.assert_array_equal(test.points[0, 0], [-x, z, y])
     # The official release marks some normals it could not compute as (1, 1, 1):
     # six points of bathtub_0001. They are kept as stored; all others are unit.
-    placeholder = (train.normals == 1).all(axis=2)
+    placeholder = (raw.normals == 1).all(axis=2)  # in the file's own axes
     assert placeholder.sum() == placeholder[2].sum() == 6
     np.testing.assert_allclose(np.linalg.norm(train.normals[~placeholder], axis=1), 1, atol=1e-2)
     assert load_dataset(root, "test").normals is None

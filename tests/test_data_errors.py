@@ -222,6 +222,6 @@ def test_class_folders_refuse_an_empty_class_and_name_skipped_files(tmp_path):
     assert data.class_names == ("chair", "table")
     (root / "lamp/train").mkdir(parents=True)
     for i in range(4):
-        (root / f"lamp/train/l{i}.pcd").write_text("# .PCD v0.7\n")
+        (root / f"lamp/train/l{i}.e57").write_text("not read\n")
     msg = raises("'lamp'", load_dataset, root)
-    assert "no shapes" in msg and "4 file(s) of other types: lamp/train/l0.pcd" in msg
+    assert "no shapes" in msg and "4 file(s) of other types: lamp/train/l0.e57" in msg

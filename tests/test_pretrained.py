@@ -111,3 +111,23 @@ def test_each_shipped_entry_classifies_the_builtin_shapes_as_its_manifest_states
     assert oa == pytest.approx(entry["builtin_test"]["oa"], abs=1 / len(labels))
     assert preds == entry["builtin_test"]["predictions_float32"]
     assert json.dumps(entry["class_names"]) == json.dumps(list(builtin_dataset("test").class_names))
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("key", SHIPPED)
+def test_each_shipped_entry_classifies_both_releases_of_a_shape_alike(key, shared_data):
+    """The same shapes from the y-up resampled release and the z-up HDF5 copy, each read
+    into the one frame, get the same classes (up to their different point samples)."""
+    from pcdistill.ops import farthest_point_sample
+    from test_data import _same_shapes_from_both_releases
+
+    h5, resampled = _same_shapes_from_both_releases(shared_data, None)
+    x = torch.from_numpy(resampled)
+    picked = x.gather(1, farthest_point_sample(x, h5.shape[1]).unsqueeze(-1).expand(-1, -1, 3))
+    entry = pretrained.manifest()[key]
+    spec = entry["model"]
+    model = create_model(spec["name"], spec["num_classes"], spec["width"],
+                         pretrained=key.rsplit(".", 1)[1])  # fmt: skip
+    a = predict_logits(model, torch.from_numpy(h5), CPU).argmax(1)
+    b = predict_logits(model, picked, CPU).argmax(1)
+    assert (a == b).float().mean() >= 0.8, (a.tolist(), b.tolist())

@@ -1,7 +1,8 @@
 """One entry point for every format: detect it, read a split, then preprocess.
 
-Order of work: read (each file brought to `num_points`), keep `classes`,
-normalise, then FPS-order, so the FPS order is exact for the points returned.
+Order of work: read (each file brought to `num_points`), rotate into the z-up frame,
+keep `classes`, normalise, then FPS-order, so the FPS order is exact for the points
+returned.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from pcdistill.data.dataset import PointCloudSet
 from pcdistill.data.folders import folder_layout, read_folders
+from pcdistill.data.frames import format_up_axis, to_canonical
 from pcdistill.data.modelnet_h5 import read_modelnet_h5
 from pcdistill.data.modelnet_resampled import read_modelnet_resampled
 from pcdistill.data.preprocess import normalize_unit_sphere, to_fps_order
@@ -75,6 +77,7 @@ def load_dataset(
     fps_order: bool = False,
     seed: int = 0,
     variant: str = "OBJ_BG",
+    up_axis: str | None = None,
 ) -> PointCloudSet:
     """Read one split of a dataset in any supported format.
 
@@ -86,6 +89,8 @@ def load_dataset(
         the first m points; exact for the clouds as returned, and after translation,
         rotation or uniform scaling, but not after anisotropic scaling.
     variant: the ScanObjectNN variant (OBJ_BG, OBJ_ONLY, PB_T50_RS, ...).
+    up_axis: the files' up axis, None for the format's own (`frames.FORMAT_UP`); every
+        set is returned z up (`frames.to_canonical`).
     """
     fmt = detect_format(root) if format == "auto" else format
     if fmt not in READERS:
@@ -93,7 +98,7 @@ def load_dataset(
     options = {"num_points": num_points, "sampling": sampling, "normals": normals, "seed": seed}
     if fmt == "scanobjectnn":
         options["variant"] = variant
-    data = READERS[fmt](root, split, **options)
+    data = to_canonical(READERS[fmt](root, split, **options), up_axis or format_up_axis(fmt))
     if classes is not None:
         data = data.filter_classes(_class_list(classes))
     if normalize:

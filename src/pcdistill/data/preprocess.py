@@ -100,12 +100,14 @@ def input_recipe(normalize: bool, train_points: np.ndarray) -> dict:
     A model trained on unit-sphere clouds (normalised by `data.normalize`, or shipped so,
     as ModelNet40's HDF5 release is) only understands unit-sphere clouds, so every
     inference input is normalised; a model trained on clouds in their own units gets
-    its inputs in their own units."""
+    its inputs in their own units. Inputs are z up (`frames`): readers rotate into it."""
     if normalize:
-        return {"normalize": True, "why": "data.normalize"}
-    if is_unit_sphere(train_points):
-        return {"normalize": True, "why": "the training clouds are unit-sphere normalised"}
-    return {"normalize": False, "why": "the training clouds are in their own units"}
+        recipe = {"normalize": True, "why": "data.normalize"}
+    elif is_unit_sphere(train_points):
+        recipe = {"normalize": True, "why": "the training clouds are unit-sphere normalised"}
+    else:
+        recipe = {"normalize": False, "why": "the training clouds are in their own units"}
+    return {**recipe, "up_axis": "z"}
 
 
 def to_fps_order(data: PointCloudSet) -> PointCloudSet:

@@ -87,6 +87,7 @@ def onnx_metadata(ckpt: dict, num_points: int, data_cfg: dict) -> dict[str, Any]
         "class_names": list(ckpt["class_names"]),
         "dataset_fingerprint": ckpt.get("dataset_fingerprint", ""),
         "num_points": num_points,
+        "up_axis": "z",  # the graph takes z-up clouds; predict --up-axis rotates files into it
         "data": data,
         "seed": ckpt["config"].get("seed", 0),
         "quantized": None,

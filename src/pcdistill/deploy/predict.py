@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pcdistill.data.fileio import CLOUD_SUFFIXES, one_shape, read_cloud_file
+from pcdistill.data.frames import rotate_to_z
 from pcdistill.data.preprocess import PointSelector, normalize_unit_sphere, to_fps_order
 from pcdistill.errors import ConfigError, DataError
 
@@ -88,11 +89,15 @@ def load_classifier(model: str | Path, num_points: int | None = None) -> tuple[L
     return (lambda points: run_torch(net, points, BATCH)), meta
 
 
-def load_cloud(path: str | Path, meta: dict, sampling: str | None = None) -> np.ndarray:
-    """One file as the (N, 3) float32 cloud the model expects; DataError naming the file."""
+def load_cloud(
+    path: str | Path, meta: dict, sampling: str | None = None, up_axis: str = "z"
+) -> np.ndarray:
+    """One file (whose up axis is `up_axis`) as the (N, 3) float32 z-up cloud the model
+    expects; DataError naming the file."""
     path = Path(path)
     n, seed, data = meta["num_points"], meta["seed"], meta["data"]
     xyz, _ = read_cloud_file(path, n, np.random.default_rng(seed))
+    xyz = rotate_to_z(xyz, up_axis)
     shape = one_shape(path, xyz, None, 0, ("unknown",))  # validates: NaN/inf name the file
     shape = PointSelector(n, sampling or data["sampling"], seed)(shape)
     if data["normalize"]:  # the model's recorded recipe: it saw unit-sphere clouds
@@ -109,6 +114,7 @@ def predict_files(
     top_k: int = 5,
     num_points: int | None = None,
     sampling: str | None = None,
+    up_axis: str = "z",
 ) -> list[Prediction]:
     """Top-k classes with probabilities for every file (or every file in a folder), using a
     checkpoint or ONNX file. A file that cannot be read gets its error and the rest are
@@ -129,7 +135,7 @@ def predict_files(
     errors: dict[int, str] = {}
     for i, path in enumerate(paths):
         try:
-            clouds[i] = load_cloud(path, meta, sampling)
+            clouds[i] = load_cloud(path, meta, sampling, up_axis)
         except DataError as err:
             errors[i] = str(err)
     if not clouds:  # nothing to predict: the one error, or the first of them

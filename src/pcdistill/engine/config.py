@@ -44,6 +44,9 @@ OutputPath = Annotated[str, AfterValidator(lambda v: str(Path(v).expanduser().re
 class DataConfig(Section):
     root: InputPath = "builtin"
     format: str = "auto"
+    # the files' up axis; None: the format's own (modelnet_resampled y, others z). Every
+    # cloud is rotated into the z-up frame on read, so models and augmentations see z up.
+    up_axis: Literal["x", "y", "z"] | None = None
     num_points: int = Field(1024, ge=1)
     sampling: Literal["first", "random", "fps"] = "first"
     classes: str | list[str] | None = None

@@ -25,6 +25,7 @@ def load_set(cfg: RunConfig, split: str) -> PointCloudSet:
         normalize=d.normalize,
         fps_order=d.fps_order,
         seed=cfg.seed,
+        up_axis=d.up_axis,
     )
     if d.root == "builtin":
         return builtin_dataset(split, **opts)
@@ -43,6 +44,7 @@ def checkpoint_and_data(
     )
     if data_root and data_root != cfg.data.root:
         cfg.data.root = data_root
+        cfg.data.format, cfg.data.up_axis = "auto", None  # that dataset's own, made z up
         if inference_normalize(ckpt):  # another dataset, in its own units: as trained
             cfg.data.normalize = True
     data = load_set(cfg, split)

@@ -310,3 +310,22 @@ def test_a_snapshot_restarts_where_the_run_stopped_with_fresh_optimizer_state(
                ckpt["dataset_fingerprint"], ckpt["config"])  # fmt: skip
     with pytest.raises(ConfigError, match="weights only, no training progress"):
         build_trainer(tiny_cfg(tmp_path / "new", *extra), quiet=True).fit(resume=weights)
+
+
+def test_checkpoints_come_every_few_minutes_without_checkpoint_every(tmp_path, monkeypatch):
+    """train.checkpoint_minutes (default 5) writes last.pt at the first step after that
+    long without one, so a kill loses minutes, not an epoch; 0 turns it off."""
+    assert load_config(None, []).train.checkpoint_minutes == 5
+    saves = []
+    original = Trainer.save
+    monkeypatch.setattr(Trainer, "save", lambda self, name: (saves.append(self.global_step),
+                                                            original(self, name)))  # fmt: skip
+    often = tiny_cfg(tmp_path / "often", "train.epochs=2", "train.checkpoint_minutes=1e-9")
+    trainer = build_trainer(often, quiet=True)
+    trainer.fit()
+    spe, epochs = trainer.batches.steps_per_epoch, trainer.cfg.train.epochs
+    assert saves == list(range(1, spe * epochs + 1))  # every step: mid-epoch and epoch ends
+    saves.clear()
+    never = tiny_cfg(tmp_path / "never", "train.epochs=2", "train.checkpoint_minutes=0")
+    build_trainer(never, quiet=True).fit()
+    assert saves == [spe * (e + 1) for e in range(epochs)]  # epoch ends only

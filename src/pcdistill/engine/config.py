@@ -100,6 +100,9 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(
         0, ge=0
     )  # steps between mid-epoch checkpoints, 0 = epoch ends only
+    # ... and at the first step after this many minutes without one (0: off), so a kill
+    # loses at most a few minutes of a long epoch whatever its steps cost
+    checkpoint_minutes: float = Field(5.0, ge=0)
     threads: int | None = Field(None, ge=1)
     # Under torchrun: BatchNorm statistics over the global batch instead of each rank's slice.
     sync_bn: bool = False

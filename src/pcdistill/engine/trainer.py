@@ -330,7 +330,8 @@ class Trainer:
             (self.out / "config.yaml").write_text(dump_config(self.cfg))
         log = RunLog(self.out, quiet=self.quiet, enabled=self.world.main)
         spe, bs = self.batches.steps_per_epoch, self.cfg.train.batch_size
-        every = self.cfg.train.checkpoint_every
+        every, minutes = self.cfg.train.checkpoint_every, self.cfg.train.checkpoint_minutes
+        saved = time.perf_counter()  # when the last checkpoint was written (or the start)
         stop = _StopSignals()
         try:
             while self.epoch < self.cfg.train.epochs:
@@ -362,9 +363,12 @@ class Trainer:
                         lr=self.scheduler.get_last_lr()[0],
                         **getattr(self.objective, "last", {}),  # each loss term, if it says
                     )
-                    if every and self.global_step % every == 0 and self.step_in_epoch < spe:
+                    due = (every and self.global_step % every == 0) or (
+                        minutes and time.perf_counter() - saved > 60 * minutes
+                    )
+                    if due and self.step_in_epoch < spe:
                         self._tick(t0)
-                        t0 = time.perf_counter()
+                        t0 = saved = time.perf_counter()
                         self.save("last.pt")
                     if self._stop_requested(stop):
                         self._tick(t0)
@@ -374,6 +378,7 @@ class Trainer:
                 bar.close()
                 self._tick(t0)
                 self._end_epoch(log, samples_per_s=done / (time.perf_counter() - start))
+                saved = time.perf_counter()  # the epoch end wrote last.pt
         finally:
             stop.restore()
             log.close()

@@ -7,6 +7,7 @@ trimesh traceback.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import h5py
@@ -17,6 +18,12 @@ from pcdistill.data.dataset import PointCloudSet
 from pcdistill.errors import DataError
 
 SPLITS = ("train", "test")
+
+
+def _why(err: BaseException) -> str:
+    """A library's error in one line (pydantic and numpy ones span several)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return "; ".join(lines[:2]) if lines else type(err).__name__
 
 
 def check_split(split: str) -> None:
@@ -38,7 +45,7 @@ def read_list(path: Path) -> list[str]:
     except FileNotFoundError:
         raise DataError(f"missing file {path}") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
+        raise DataError(f"cannot read {path}: {_why(e)}") from None
     return [line.strip() for line in lines if line.strip()]
 
 
@@ -57,7 +64,9 @@ def read_h5_set(path: Path, class_names: tuple[str, ...], normals: bool) -> Poin
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         # h5py reports truncated or corrupt files as any of these, at open or at read.
-        raise DataError(f"cannot read HDF5 file {path} (truncated or corrupt?): {e}") from None
+        raise DataError(
+            f"cannot read HDF5 file {path} (truncated or corrupt?): {_why(e)}"
+        ) from None
     points, labels = arrays["data"], arrays["label"]
     if points.ndim != 3 or points.shape[2] != 3:
         raise DataError(f"{path}: 'data' must be (S, N, 3), got {points.shape}")
@@ -101,12 +110,14 @@ def read_text_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             first = f.readline()
         count_line = first.strip().isdigit()  # .pts: the number of points, then the rows
         delimiter = "," if "," in first else None
-        table = np.loadtxt(path, delimiter=delimiter, dtype=np.float32, ndmin=2,
-                           skiprows=int(count_line))  # fmt: skip
+        with warnings.catch_warnings():  # an empty file is refused below, by its shape
+            warnings.simplefilter("ignore", UserWarning)
+            table = np.loadtxt(path, delimiter=delimiter, dtype=np.float32, ndmin=2,
+                               skiprows=int(count_line))  # fmt: skip
     except FileNotFoundError:
         raise DataError(f"missing file {path}") from None
     except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot parse {path}: {e}") from None
+        raise DataError(f"cannot parse {path}: {_why(e)}") from None
     if path.suffix.lower() in (".xyz", ".pts"):
         if table.ndim != 2 or table.shape[1] < 3 or len(table) == 0:
             raise DataError(f"{path}: expected N rows of at least 3 numbers (x y z ...), "
@@ -122,7 +133,7 @@ def read_npy_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     except FileNotFoundError:
         raise DataError(f"missing file {path}") from None
     except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
+        raise DataError(f"cannot read {path}: {_why(e)}") from None
     if not np.issubdtype(table.dtype, np.number):
         raise DataError(f"{path}: expected a numeric array, got {table.dtype}")
     return _split_columns(table, path)
@@ -152,7 +163,7 @@ def read_pcd_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     except DataError:
         raise
     except Exception as e:  # pypcd4 raises what its header and buffer parsing hit
-        raise DataError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+        raise DataError(f"cannot read {path}: {type(e).__name__}: {_why(e)}") from None
     table = xyz if normals is None else np.concatenate([xyz, normals], axis=1)
     return _split_columns(np.asarray(table, dtype=np.float32), path)
 
@@ -193,7 +204,7 @@ def read_trimesh_cloud(
             geom = trimesh.load(path, process=False)  # every vertex, none merged
     except Exception as e:
         # trimesh raises whatever its parsers hit on a malformed file.
-        raise DataError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+        raise DataError(f"cannot read {path}: {type(e).__name__}: {_why(e)}") from None
     if isinstance(geom, trimesh.PointCloud) or (
         isinstance(geom, trimesh.Trimesh) and len(geom.faces) == 0 and len(geom.vertices)
     ):

@@ -265,3 +265,45 @@ def test_reference_checkpoint_predicts_the_same_on_the_fast_path(tmp_path):
         got = loaded.eval()(x)  # the default path: fast
     assert torch.equal(got.argmax(1), expected.argmax(1))
     assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
+
+
+def test_inference_folds_batchnorm_once_and_refolds_when_any_weight_changes():
+    """The eval kernels keep each branch's folded chain; an optimizer step, an in-place
+    edit, load_state_dict or BatchNorm statistics updated in train mode all invalidate
+    it, so eval outputs always equal the reference path's on the current weights."""
+    data = builtin_dataset("train", num_points=1024).subset(range(8))
+    x, y = torch.from_numpy(data.points), torch.from_numpy(data.labels)
+    model = create_model("pointnet2_msg", num_classes=40, width=0.125).eval()
+    other = create_model("pointnet2_msg", num_classes=40, width=0.125)
+
+    def check() -> torch.Tensor:
+        with torch.no_grad():
+            got = model(x)
+            with use_path("reference"):
+                want = model(x)
+        assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+        return got
+
+    first = check()
+    assert torch.equal(check(), first)  # the cached fold: same answer
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.train()
+    F.cross_entropy(model(x), y).backward()  # also moves the BatchNorm running statistics
+    opt.step()
+    model.eval()
+    second = check()
+    assert not torch.equal(second, first)
+    with torch.no_grad():  # in-place edits of parameters and of buffers
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.mul_(-1)
+    third = check()
+    assert not torch.equal(third, second)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.add_(0.5)
+    assert not torch.equal(check(), third)
+    model.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        assert torch.equal(model(x), other.eval()(x))

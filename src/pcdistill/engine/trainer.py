@@ -333,6 +333,7 @@ class Trainer:
         every, minutes = self.cfg.train.checkpoint_every, self.cfg.train.checkpoint_minutes
         saved = time.perf_counter()  # when the last checkpoint was written (or the start)
         stop = _StopSignals()
+        ran = self.epoch < self.cfg.train.epochs
         try:
             while self.epoch < self.cfg.train.epochs:
                 desc = f"epoch {self.epoch + 1}/{self.cfg.train.epochs}"
@@ -382,7 +383,8 @@ class Trainer:
         finally:
             stop.restore()
             log.close()
-        if not (self.out / "test_metrics_last.json").is_file():  # restarted after the end
+        if not ran:  # resumed at the end: the summary's test metrics are measured again
+            # (every rank takes part in the evaluation, so this depends on state alone)
             self._write_test_metrics(self.evaluate(self.test_split))
         return self._summary()
 

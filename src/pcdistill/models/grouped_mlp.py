@@ -194,27 +194,45 @@ def _grouped_max_eval_fused(h: Tensor, centre: Tensor, idx: Tensor, mlp: nn.Sequ
 
     b, n, c1 = h.shape
     m, k = idx.shape[1], idx.shape[2]
-    layers = layers_of(mlp)
+    scale, shift, dims, weights, biases = _folded(mlp, h.dtype)
     with torch.no_grad():
-        scale, shift = _bn_scale_shift(layers[0][1])
         hf = (h * scale + shift).reshape(b * n, c1)
         cf = (centre * scale).reshape(b * m, c1)
-        dims = [c1] + [conv.out_channels for conv, _ in layers[1:]]
+    gpt = _plan(m, k)
+    out = np.empty((b * m, dims[-1]), _np_dtype(h))
+    run_chunks(
+        eval_branch, -(-b * m // gpt), hf.numpy(), cf.numpy(), _flat_idx(idx, n), k, gpt,
+        dims, weights, biases, _slope(mlp, h), out,
+    )  # fmt: skip
+    return torch.from_numpy(out).view(b, m, -1)
+
+
+def _folded(mlp: nn.Sequential, dtype: torch.dtype) -> tuple:
+    """The chain with BatchNorm folded in, as `eval_branch` takes it: the first layer's
+    (scale, shift) and the rest's padded (dims, weights, biases). Folded once and kept on
+    the module until any of its tensors changes (an optimizer step, load_state_dict, a
+    `.data` swap: each moves the tensor's version counter or its storage), so repeated
+    inference does not redo it per call."""
+    tensors = [*mlp.parameters(), *mlp.buffers()]
+    key = (dtype, *((t.data_ptr(), t._version) for t in tensors))
+    cached = getattr(mlp, "_folded_cache", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    layers = layers_of(mlp)
+    with torch.no_grad():
+        scale, shift = (t.to(dtype) for t in _bn_scale_shift(layers[0][1]))
+        dims = [layers[0][0].out_channels] + [conv.out_channels for conv, _ in layers[1:]]
         width = max(dims)
-        weights = h.new_zeros(len(layers) - 1, width, width)
-        biases = h.new_zeros(len(layers) - 1, width)
+        weights = torch.zeros(len(layers) - 1, width, width, dtype=dtype)
+        biases = torch.zeros(len(layers) - 1, width, dtype=dtype)
         for i, (conv, bn) in enumerate(layers[1:]):
             s, t = _bn_scale_shift(bn)
             w = conv.weight.reshape(conv.out_channels, -1)
             weights[i, : w.shape[0], : w.shape[1]] = w * s.unsqueeze(1)
             biases[i, : w.shape[0]] = t if conv.bias is None else conv.bias * s + t
-    gpt = _plan(m, k)
-    out = np.empty((b * m, dims[-1]), _np_dtype(h))
-    run_chunks(
-        eval_branch, -(-b * m // gpt), hf.numpy(), cf.numpy(), _flat_idx(idx, n), k, gpt,
-        np.array(dims, np.int64), weights.numpy(), biases.numpy(), _slope(mlp, h), out,
-    )  # fmt: skip
-    return torch.from_numpy(out).view(b, m, -1)
+    value = (scale, shift, np.array(dims, np.int64), weights.numpy(), biases.numpy())
+    object.__setattr__(mlp, "_folded_cache", (key, value))  # not a submodule, parameter or buffer
+    return value
 
 
 def _np_dtype(x: Tensor) -> type[np.floating]:

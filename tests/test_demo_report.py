@@ -31,6 +31,12 @@ def test_demo_trains_distills_and_compares(tmp_path, capsys):
         assert f"({png})" in md
         assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| student | pointnet2_msg x0.125 | 30,184 | 1 |" in md
+    # A second report into the same folder, of the student alone: no stale teacher plot,
+    # and files the report did not write stay.
+    (report / "mine.png").write_bytes(b"keep")
+    assert main(["report", str(tmp_path / "demo" / "student"), "--out", str(report)]) == 0
+    assert not (report / "confusion_teacher.png").exists()
+    assert (report / "confusion_student.png").exists() and (report / "mine.png").exists()
 
 
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):

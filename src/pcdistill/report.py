@@ -39,6 +39,8 @@ def write_report(run_dirs: list[str | Path], out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = [_load_run(Path(d)) for d in run_dirs]
+    for name in ("curves.png", "accuracy_vs_params.png", *out.glob("confusion_*.png")):
+        Path(out / name).unlink(missing_ok=True)  # an earlier report's plots, not this one's
     md = ["# pcdistill report", ""]
 
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))

@@ -138,13 +138,22 @@ def test_export_and_quantize_never_write_over_their_input_or_another_kind(tmp_pa
     before = ckpt.read_bytes()
     notes = tmp_path / "notes.txt"
     notes.write_text("keep me")
+    graph = tmp_path / "old.onnx"
+    graph.write_bytes(b"an earlier graph")
     for command in ("export", "quantize"):
         for out, needle in ((ckpt, "is the input checkpoint"), (tmp_path, "is a folder"),
-                            (notes, "is not an .onnx file")):  # fmt: skip
+                            (notes, "is not an .onnx file"),
+                            (graph, "already exists; pass --force")):  # fmt: skip
             assert main([command, str(ckpt), "--out", str(out)]) == 2
             err = capsys.readouterr().err.strip()
             assert needle in err and "\n" not in err, (command, err)
+        for out in (ckpt, tmp_path):  # never, even with --force
+            assert main([command, str(ckpt), "--out", str(out), "--force"]) == 2
+            capsys.readouterr()
     assert ckpt.read_bytes() == before and notes.read_text() == "keep me"
+    assert graph.read_bytes() == b"an earlier graph"
+    assert main(["export", str(ckpt), "--out", str(graph), "--force"]) == 0  # one rule: --force
+    assert graph.read_bytes()[:2] != b"an"
 
 
 class _Sampling(torch.nn.Module):

@@ -252,7 +252,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     """Export a checkpoint to ONNX (sampling and grouping in the graph), parity-checked."""
     from pcdistill.deploy.export import export_onnx
 
-    parity = export_onnx(args.checkpoint, args.out, data=args.data, samples=args.samples)
+    parity = export_onnx(args.checkpoint, args.out, data=args.data, samples=args.samples,
+                         force=args.force)  # fmt: skip
     print(
         f"{args.out}: parity on {parity.samples} test shapes: max |logit difference| "
         f"{parity.max_abs_diff:.2e} (logits up to {parity.logit_scale:.3g}), "
@@ -299,7 +300,8 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     from pcdistill.deploy.quantize import quantize_checkpoint
 
     r = quantize_checkpoint(args.checkpoint, args.out, mode=args.mode, data=args.data,
-                            calibration=args.calibration, samples=args.samples)  # fmt: skip
+                            calibration=args.calibration, samples=args.samples,
+                            force=args.force)  # fmt: skip
     ops = ", ".join(f"{n} {op}" for op, n in sorted(r.quantized.items())) or "nothing"
     change = r.int8_acc - r.float_acc
     print(f"{args.out}: {args.mode} int8, quantized {ops} (float graph: {r.float_ops})")
@@ -505,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="test shapes for the parity check: dataset root or 'builtin' (default)",
     )
     p.add_argument("--samples", type=int, help="test shapes to check (default: all)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("predict", help="classify point-cloud or mesh files")
@@ -536,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="training shapes to calibrate static mode on (default 64)",
     )
     p.add_argument("--samples", type=int, help="test shapes to compare on (default: all)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=_cmd_quantize)
 
     p = sub.add_parser("profile", help="size and speed side by side: PyTorch, ONNX, int8")

@@ -226,17 +226,22 @@ def spread(n: int, k: int | None) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
 
 
-def check_onnx_output(out: Path, source: str | Path) -> None:
+def check_onnx_output(out: Path, source: str | Path, force: bool = False) -> None:
     """Refuse, before any work, an output that would destroy something: the command's own
-    input, a folder, or an existing file that is not an .onnx graph."""
+    input or a folder, always; any other existing file unless `force` (`--force`), as
+    train and record refuse an existing run or shard."""
     if not out.exists():
         return
     if Path(source).exists() and out.resolve() == Path(source).resolve():
         raise ConfigError(f"--out {out} is the input checkpoint; write the graph elsewhere")
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; name the .onnx file to write")
+    if force:
+        return
     if out.suffix.lower() != ".onnx":
-        raise ConfigError(f"--out {out} exists and is not an .onnx file; refusing to replace it")
+        raise ConfigError(f"--out {out} exists and is not an .onnx file; refusing to replace "
+                          "it (--force replaces it)")  # fmt: skip
+    raise ConfigError(f"--out {out} already exists; pass --force to replace it")
 
 
 def export_onnx(
@@ -246,6 +251,7 @@ def export_onnx(
     data: str | None = "builtin",
     samples: int | None = None,
     rtol: float = PARITY_RTOL,
+    force: bool = False,
 ) -> Parity:
     """Export a checkpoint to ONNX at `out` and check it on `samples` test shapes of `data`.
 
@@ -253,11 +259,12 @@ def export_onnx(
     checkpoint's own dataset), read with the checkpoint's own preprocessing; it must
     have the checkpoint's classes. The file appears only if max |logit difference| <=
     rtol * max(1, largest |logit|); above that, ModelError, and nothing is left at `out`.
+    An existing `out` is replaced only with `force` (see `check_onnx_output`).
     """
     from pcdistill.engine.run import checkpoint_and_data
 
     out = Path(out)
-    check_onnx_output(out, checkpoint)
+    check_onnx_output(out, checkpoint, force)
     model, ckpt, cfg, test = checkpoint_and_data(str(checkpoint), "test", data)
     points = np.ascontiguousarray(test.points[spread(len(test), samples)])
     if len(points) < 2:

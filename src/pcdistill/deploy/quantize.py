@@ -171,6 +171,7 @@ def quantize_checkpoint(
     calibration: int = 64,
     samples: int | None = None,
     repeats: int = 20,
+    force: bool = False,
 ) -> QuantReport:
     """Export `checkpoint` to ONNX, quantize it to int8 at `out`, and compare the two.
 
@@ -185,7 +186,7 @@ def quantize_checkpoint(
         raise ConfigError(f"unknown quantization mode {mode!r}; use one of {MODES}")
     require_onnx()
     out = Path(out)
-    check_onnx_output(out, checkpoint)
+    check_onnx_output(out, checkpoint, force)
     _, _, _, test = checkpoint_and_data(str(checkpoint), "test", data)
     pick = spread(len(test), samples)
     points, labels = np.ascontiguousarray(test.points[pick]), test.labels[pick]

@@ -33,13 +33,12 @@ relative level in float64 (tests/test_fast_path.py holds the two equal).
 Threads: the `cpu_kernels` pool, chunks of tiles (or of clouds) per call.
 """
 
-import numba
 import numpy as np
 
-_jit = numba.njit(nogil=True, cache=True, fastmath={"reassoc", "nsz", "contract"})
+from pcdistill.ops.jit import fused_jit
 
 
-@_jit
+@fused_jit
 def zero_of(v):
     """0 in v's dtype, to start a reduction. numba types `v * 0` (an integer) as float64,
     which turns a float32 reduction into a convert and a float64 add per element, 4x
@@ -47,7 +46,7 @@ def zero_of(v):
     return v * np.float32(0)
 
 
-@_jit
+@fused_jit
 def _gather(h, c, idx, k, g0, ng, buf):
     """buf[:, r*k + j] = h[idx[g0 + r, j]] - c[g0 + r]: the first layer's pre-activation."""
     for r in range(ng):
@@ -59,7 +58,7 @@ def _gather(h, c, idx, k, g0, ng, buf):
                 buf[ch, t] = h[row, ch] - c[grp, ch]
 
 
-@_jit
+@fused_jit
 def _load_z(first, tile, g0, ng, k, h, c, idx, zstore, buf):
     """A tile's pre-activations: re-gathered for the first layer, else the stored ones."""
     if first:
@@ -68,21 +67,21 @@ def _load_z(first, tile, g0, ng, k, h, c, idx, zstore, buf):
     return zstore[tile]
 
 
-@_jit
+@fused_jit
 def _activate(z, scale, shift, slope, a, n):
     """a = act(z * scale + shift) per channel row over the first n positions."""
     for ch in range(scale.shape[0]):
         _act_row(z[ch], scale[ch], shift[ch], slope, a[ch], n)
 
 
-@_jit
+@fused_jit
 def _act_row(z, s, b, slope, a, n):
     for t in range(n):
         y = z[t] * s + b
         a[t] = max(y, slope * y)
 
 
-@_jit
+@fused_jit
 def _leaky(x, slope, out, n):
     """out = max(x, slope * x) over the first n entries (ReLU for slope 0). Never in
     place: LLVM turns an in-place select into a conditional store, 5x slower."""
@@ -90,7 +89,7 @@ def _leaky(x, slope, out, n):
         out[t] = max(x[t], slope * x[t])
 
 
-@_jit
+@fused_jit
 def _linear(w, b, a, out, n):
     """out = w @ a + b over the first n positions (vectorised over positions)."""
     for o in range(w.shape[0]):
@@ -101,7 +100,7 @@ def _linear(w, b, a, out, n):
     _matmul_acc(w, a, out, n)
 
 
-@_jit
+@fused_jit
 def _matmul_acc(w, a, out, n):
     """out[o] += sum_i w[o, i] * a[i] over the first n positions, for every row o.
 
@@ -137,7 +136,7 @@ def _matmul_acc(w, a, out, n):
         o += 1
 
 
-@_jit
+@fused_jit
 def _matvec_row(coef, x, y, n):
     """y += sum_i coef[i] * x[i] over the first n entries, four rows of x per pass over y
     (1.5-2x the rate of one axpy per row: y is loaded and stored a quarter as often)."""
@@ -153,7 +152,7 @@ def _matvec_row(coef, x, y, n):
         i += 1
 
 
-@_jit
+@fused_jit
 def _dots_row(d, x, out, n):
     """out[i] = sum(d * x[i]) over the first n entries, four rows of x per pass over d."""
     i = 0
@@ -174,7 +173,7 @@ def _dots_row(d, x, out, n):
         i += 1
 
 
-@_jit
+@fused_jit
 def _dots_block(dz, ap, dw, n):
     """dw[o, i] = sum(dz[o] * ap[i]) over the first n entries, for every o and i: two
     rows of dz by four of ap per pass (8 sums from 6 loads; 2.5-4x `_dots_row`)."""
@@ -210,7 +209,7 @@ def _dots_block(dz, ap, dw, n):
         _dots_row(dz[o], ap, dw[o], n)
 
 
-@_jit
+@fused_jit
 def _dot(x, y, n):
     """sum(x * y) over the first n entries of two rows, in their own dtype: one vectorised
     reduction (a float64 accumulator would keep it scalar)."""
@@ -220,7 +219,7 @@ def _dot(x, y, n):
     return s
 
 
-@_jit
+@fused_jit
 def _sum(x, n):
     """sum(x) over the first n entries, in x's dtype (vectorised, as `_dot`)."""
     s = zero_of(x[0])
@@ -229,14 +228,14 @@ def _sum(x, n):
     return s
 
 
-@_jit
+@fused_jit
 def _axpy(alpha, x, y, n):
     """y += alpha * x over the first n entries."""
     for t in range(n):
         y[t] += alpha * x[t]
 
 
-@_jit
+@fused_jit
 def _row_stats(z, n, sums, squares):
     """BatchNorm's per-channel sums of z and z**2 over a tile, accumulated in float64: in
     float32 they moved five float32 Adam steps of the tiny model 1e-3 off the float64
@@ -253,13 +252,13 @@ def _row_stats(z, n, sums, squares):
         squares[ch] = q
 
 
-@_jit
+@fused_jit
 def _tile(tile, gpt, groups):
     """First group and group count of a tile."""
     return tile * gpt, min(gpt, groups - tile * gpt)
 
 
-@_jit
+@fused_jit
 def first_stats(h, c, idx, k, gpt, sums, squares, lo, hi):
     """Per-tile sums and sums of squares of the first layer's pre-activation."""
     buf = np.empty((h.shape[1], gpt * k), h.dtype)
@@ -269,7 +268,7 @@ def first_stats(h, c, idx, k, gpt, sums, squares, lo, hi):
         _row_stats(buf, ng * k, sums[tile], squares[tile])
 
 
-@_jit
+@fused_jit
 def forward_layer(
     first, h, c, idx, k, gpt, zprev, scale, shift, slope, w, b, store, zout, sums, squares,
     lo, hi,
@@ -290,7 +289,7 @@ def forward_layer(
         _row_stats(out, n, sums[tile], squares[tile])
 
 
-@_jit
+@fused_jit
 def _last_z(recompute, first, tile, g0, ng, k, h, c, idx, zprev, scale_p, shift_p, slope,
             w, b, buf, a, out):  # fmt: skip
     """A tile's last pre-activation z_L: recomputed from the stored (or re-gathered)
@@ -305,7 +304,7 @@ def _last_z(recompute, first, tile, g0, ng, k, h, c, idx, zprev, scale_p, shift_
     return out
 
 
-@_jit
+@fused_jit
 def forward_max(recompute, first, h, c, idx, k, gpt, zprev, scale_p, shift_p, w, b, scale,
                 shift, slope, out, arg, zarg, lo, hi):  # fmt: skip
     """out[g] = max_j act(BN(z_L)), its first argmax j and z_L there (zarg), for the groups
@@ -335,7 +334,7 @@ def forward_max(recompute, first, h, c, idx, k, gpt, zprev, scale_p, shift_p, w,
                 zarg[g0 + r, ch] = z[ch, r * k + best_j]
 
 
-@_jit
+@fused_jit
 def last_sums(gpt, groups, zarg, scale, shift, mean, invstd, slope, grad, sdy, sdyx, lo, hi):
     """Per-tile sums over positions of the last BatchNorm's output gradient dy and of
     dy * x_hat, for tiles lo..hi-1.
@@ -359,7 +358,7 @@ def last_sums(gpt, groups, zarg, scale, shift, mean, invstd, slope, grad, sdy, s
             sdyx[tile, ch] = s2
 
 
-@_jit
+@fused_jit
 def _load_dy(last, tile, g0, ng, k, dystore, grad, arg, zarg, scale, shift, slope, buf):
     """A tile's gradient at the BatchNorm output: scattered from the max for the last layer
     (the activation's derivative from z at the argmax, zarg), else the stored one."""
@@ -379,7 +378,7 @@ def _load_dy(last, tile, g0, ng, k, dystore, grad, arg, zarg, scale, shift, slop
     return buf
 
 
-@_jit
+@fused_jit
 def _bn_backward(z, dy, mean, invstd, coef, mdy, mdyx, dz, n):
     """dz = gamma * invstd * (dy - mean(dy) - x_hat * mean(dy * x_hat)), batch statistics."""
     for ch in range(mean.shape[0]):
@@ -387,13 +386,13 @@ def _bn_backward(z, dy, mean, invstd, coef, mdy, mdyx, dz, n):
                          dz[ch], n)  # fmt: skip
 
 
-@_jit
+@fused_jit
 def _bn_backward_row(z, dy, m, s_m2, a, m1, dz, n):
     for t in range(n):
         dz[t] = a * (dy[t] - m1 - (z[t] - m) * s_m2)
 
 
-@_jit
+@fused_jit
 def backward_layer(
     last, dystore, grad, arg, zarg, zstore, mean, invstd, coef, mdy, mdyx, scale, shift,
     first, h, c, idx, k, gpt, zprev, scale_p, shift_p, mean_p, invstd_p, slope, w, b,
@@ -443,7 +442,7 @@ def backward_layer(
             )
 
 
-@_jit
+@fused_jit
 def _act_backward_row(da, z, scale, shift, mean, invstd, slope, out, n):
     """out = da * act'(z * scale + shift); returns sum(out) and sum(out * x_hat)."""
     s1 = 0.0  # float64, as `_row_stats`: BatchNorm backward's mean terms are subtracted
@@ -457,7 +456,7 @@ def _act_backward_row(da, z, scale, shift, mean, invstd, slope, out, n):
     return s1, s2 * invstd
 
 
-@_jit
+@fused_jit
 def backward_first(
     last, dystore, grad, arg, zarg, mean, invstd, coef, mdy, mdyx, scale, shift, slope,
     h, c, idx, k, gpt, tiles_per_cloud, dh, dc, lo, hi,
@@ -489,7 +488,7 @@ def backward_first(
                         dc[grp, ch] -= v
 
 
-@_jit
+@fused_jit
 def eval_branch(h, c, idx, k, gpt, dims, weights, biases, slope, out, lo, hi):
     """Inference with BatchNorm folded into each layer: the whole chain per tile, in cache.
 

@@ -20,13 +20,12 @@ does: in float32 they moved five float32
 Adam steps of the tiny model up to 1.7e-3 off the float64 truth (tests/test_fast_path.py).
 """
 
-import numba
 import numpy as np
 
-_jit = numba.njit(nogil=True, cache=True, fastmath={"reassoc", "nsz", "contract"})
+from pcdistill.ops.jit import fused_jit
 
 
-@_jit
+@fused_jit
 def stats(z, sums, squares, lo, hi):
     """sums[c], squares[c] = sum of z[c] and of z[c]**2 (float64), channels lo..hi-1."""
     p = z.shape[1]
@@ -42,7 +41,7 @@ def stats(z, sums, squares, lo, hi):
         squares[c] = q
 
 
-@_jit
+@fused_jit
 def act(z, scale, shift, slope, out, lo, hi):
     """out[c] = act(z[c] * scale[c] + shift[c]) for channels lo..hi-1."""
     for c in range(lo, hi):
@@ -53,7 +52,7 @@ def act(z, scale, shift, slope, out, lo, hi):
             res[t] = max(y, slope * y)
 
 
-@_jit
+@fused_jit
 def _coefs(gamma, invstd, sg, sgx, p, dgamma, dbeta, c, coefs):
     """Store the parameter gradients of channel c; return BatchNorm backward's terms
     gamma * invstd, mean(g) and mean(g * x_hat) * invstd, in the data's dtype."""
@@ -65,7 +64,7 @@ def _coefs(gamma, invstd, sg, sgx, p, dgamma, dbeta, c, coefs):
     return coefs[0], coefs[1], coefs[2]
 
 
-@_jit
+@fused_jit
 def act_backward(z, da, scale, shift, mean, invstd, gamma, slope, dz, dgamma, dbeta, lo, hi):
     """dz = BatchNorm's backward of g = da * act'(y), y = z * scale + shift, and the
     parameter gradients dgamma = sum(g * x_hat), dbeta = sum(g), channels lo..hi-1."""
@@ -86,7 +85,7 @@ def act_backward(z, da, scale, shift, mean, invstd, gamma, slope, dz, dgamma, db
             out[t] = coef * (g - mg - (row[t] - m) * mgx)
 
 
-@_jit
+@fused_jit
 def act_max(z, k, scale, shift, slope, out, arg, lo, hi):
     """out[g, c] = max over group g's k positions of act(z[c] * scale[c] + shift[c]),
     arg[g, c] its position (the first on ties). The activation is non-decreasing, so
@@ -108,7 +107,7 @@ def act_max(z, k, scale, shift, slope, out, arg, lo, hi):
             arg[g, c] = best
 
 
-@_jit
+@fused_jit
 def act_max_backward(
     z, dy, arg, scale, shift, mean, invstd, gamma, slope, dz, dgamma, dbeta, lo, hi
 ):

@@ -24,7 +24,7 @@ DataLoader worker must keep working; our pool is re-created in a forked child
 (tests/test_ops.py checks it). Chunks outnumber threads, so a thread slowed by
 another process hands the rest of its work to the others.
 `cache=True` stores the machine code beside this file, so only the first run on a
-machine pays the compile (~5 s for all kernels).
+machine pays the compile (about 20 s for all point and fused kernels).
 """
 
 import itertools

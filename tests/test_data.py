@@ -21,6 +21,7 @@ from pcdistill.data import (
     normalize_unit_sphere,
     to_fps_order,
 )
+from pcdistill.errors import DataError
 from pcdistill.ops import farthest_point_sample
 
 # Official ModelNet40 split: class -> (train, test); dict order is label order.
@@ -310,7 +311,7 @@ def test_point_folders_bring_clouds_to_one_count(tmp_path, split_first):
     rng = np.random.default_rng(0)
     clouds = {
         "a.npy": rng.normal(size=(300, 3)).astype(np.float32),
-        "b.txt": rng.normal(size=(200, 6)).astype(np.float32),  # comma, with normals
+        "b.txt": with_unit_normals(rng.normal(size=(200, 6))),  # comma, with normals
         "c.txt": rng.normal(size=(150, 3)).astype(np.float32),  # space separated
         "d.ply": rng.normal(size=(180, 3)).astype(np.float32),
         "e.xyz": rng.normal(size=(160, 4)).astype(np.float32),  # x y z intensity
@@ -339,6 +340,47 @@ def test_point_folders_bring_clouds_to_one_count(tmp_path, split_first):
     for row, fname in enumerate(["a.npy", "c.txt", "e.xyz", "b.txt", "d.ply", "f.pts"]):
         np.testing.assert_array_equal(data.points[row], clouds[fname][:128, :3])
     assert data.labels.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def with_unit_normals(table: np.ndarray) -> np.ndarray:
+    table = table.astype(np.float32)
+    table[:, 3:] /= np.linalg.norm(table[:, 3:], axis=1, keepdims=True)
+    return table
+
+
+def test_table_columns_are_named_never_guessed(tmp_path):
+    """Regression (issue 13): a 6-column .txt was always read as x y z + normals, so an
+    xyzrgb scan trained on its colours as normals. Now 6 columns are normals only when
+    they are unit vectors, any other table needs `data.columns`, and named columns pick
+    x y z and the normals wherever they are (xyzi, xyzrgb, xyz + normals + label)."""
+    rng = np.random.default_rng(1)
+    xyz = rng.normal(size=(50, 3)).astype(np.float32)
+    nrm = with_unit_normals(np.column_stack([xyz, rng.normal(size=(50, 3))]))[:, 3:]
+    rgb = rng.integers(0, 256, size=(50, 3)).astype(np.float32)
+    tables = {
+        "xyzi": (np.column_stack([xyz, rng.random(50)]), "x,y,z,i", None),
+        "xyzrgb": (np.column_stack([xyz, rgb]), "x,y,z,r,g,b", None),
+        "normals_label": (np.column_stack([xyz, nrm, rng.integers(0, 9, 50)]),
+                          "x,y,z,nx,ny,nz,label", nrm),
+        "label_first": (np.column_stack([rng.integers(0, 9, 50), nrm, xyz]),
+                        "label,nx,ny,nz,x,y,z", nrm),
+    }  # fmt: skip
+    for name, (table, columns, normals) in tables.items():
+        root = tmp_path / name
+        (root / "a" / "train").mkdir(parents=True)
+        np.savetxt(root / "a" / "train" / "s.txt", table, fmt="%.9g")
+        with pytest.raises(DataError, match=r"s\.txt: .*; name them, e\.g\. columns=x,y,z"):
+            load_dataset(root, "train")
+        data = load_dataset(root, "train", normals=normals is not None, columns=columns)
+        np.testing.assert_array_equal(data.points[0], xyz)
+        if normals is not None:
+            np.testing.assert_array_equal(data.normals[0], normals)
+    with pytest.raises(DataError, match=r"has 6 columns, but columns=x,y,z,i names 4"):
+        load_dataset(tmp_path / "xyzrgb", "train", columns="x,y,z,i")
+    with pytest.raises(DataError, match=r"columns: 'x,y,z,nx' names some of nx, ny, nz"):
+        load_dataset(tmp_path / "xyzrgb", "train", columns="x,y,z,nx")
+    with pytest.raises(DataError, match=r"lays out class folders' table files"):
+        builtin_dataset("train", columns="x,y,z")
 
 
 # --- fingerprint and set operations ---------------------------------------------------

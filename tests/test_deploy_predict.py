@@ -224,3 +224,25 @@ def test_a_folder_and_a_bad_file_among_many_with_json_and_csv_output(models, tmp
     empty.mkdir()
     err = one_error_line(capsys, ["predict", str(empty), "--model", str(ckpt)])
     assert str(empty) in err and "no .npy" in err
+
+
+def test_columns_lay_out_text_tables(models, tmp_path, capsys):
+    """An xyzrgb .txt is refused without --columns (6 columns, not unit normals) instead
+    of being read with colours as normals; with `--columns x,y,z,r,g,b` it is the same
+    cloud as its xyz alone. A bad --columns is one usage error (exit 2)."""
+    ckpt, _ = models
+    rng = np.random.default_rng(2)
+    xyz = rng.normal(size=(400, 3))
+    np.save(tmp_path / "xyz.npy", xyz.astype(np.float32))
+    np.savetxt(tmp_path / "scan.txt", np.column_stack([xyz, rng.integers(0, 256, (400, 3))]))
+    err = one_error_line(capsys, ["predict", str(tmp_path / "scan.txt"), "--model", str(ckpt)])
+    assert "scan.txt: 6 columns whose last three are not unit normals" in err
+    (plain,) = predict_files([tmp_path / "xyz.npy"], ckpt)
+    (scan,) = predict_files([tmp_path / "scan.txt"], ckpt, columns=("x", "y", "z", "r", "g", "b"))
+    assert scan.error is None and np.array_equal(scan.points, plain.points)
+    assert scan.top == plain.top
+    assert main(["predict", str(tmp_path / "scan.txt"), "--model", str(ckpt),
+                 "--columns", "x,y,z,r,g,b"]) == 0  # fmt: skip
+    capsys.readouterr()
+    argv = ["predict", str(tmp_path / "scan.txt"), "--model", str(ckpt), "--columns", "x,y"]
+    assert "--columns: 'x,y' must name the x, y and z columns" in one_error_line(capsys, argv)

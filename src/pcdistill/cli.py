@@ -262,6 +262,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _columns(spec: str) -> tuple[str, ...]:
+    """--columns: a table's column names (`fileio.parse_columns`)."""
+    from pcdistill.data.fileio import parse_columns
+
+    try:
+        return parse_columns(spec)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     """Top-k classes of point-cloud or mesh files, with a checkpoint or an ONNX file."""
     from pcdistill.deploy.predict import (
@@ -276,7 +286,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if path:
             check_output(path, option, suffixes)
     preds = predict_files(args.files, args.model, top_k=args.top_k, num_points=args.num_points,
-                          sampling=args.sampling, up_axis=args.up_axis)  # fmt: skip
+                          sampling=args.sampling, up_axis=args.up_axis,
+                          columns=args.columns)  # fmt: skip
     for pred in preds:
         if pred.error:
             print(f"pcdistill: error: {pred.error}", file=sys.stderr)
@@ -511,7 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("predict", help="classify point-cloud or mesh files")
-    what = ".npy/.txt/.ply clouds, .off/.obj/.ply meshes, or folders of them"
+    what = (".npy/.txt/.xyz/.pts/.pcd/.ply clouds, .off/.obj/.ply/.stl/.glb meshes, or "
+            "folders of them")  # fmt: skip
     p.add_argument("files", nargs="+", metavar="FILE", help=what)
     p.add_argument("--model", required=True, help="a .pt checkpoint or an exported .onnx file")
     p.add_argument("--top-k", type=int, default=5, help="classes to print per file (default 5)")
@@ -525,6 +537,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the predictions to this .json or .csv file")
     axis = "the files' up axis (default z; the resampled ModelNet40 .txt release is y up)"
     p.add_argument("--up-axis", default="z", choices=["x", "y", "z"], help=axis)
+    p.add_argument(
+        "--columns",
+        type=_columns,
+        help="the columns of .txt/.xyz/.pts/.npy tables, comma separated: x,y,z (required), "
+        "nx,ny,nz (normals), any other name for a column to skip, e.g. x,y,z,i or "
+        "x,y,z,r,g,b (default: 3 columns x,y,z; 6 x,y,z,nx,ny,nz if those are unit normals)",
+    )
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("quantize", help="int8 ONNX graph, with its accuracy and latency change")

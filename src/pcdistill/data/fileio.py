@@ -86,21 +86,71 @@ def read_h5_set(path: Path, class_names: tuple[str, ...], normals: bool) -> Poin
     )
 
 
-def _split_columns(table: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """(N, 3) xyz or (N, 6) xyz+normals table -> float32 xyz and normals (or None)."""
-    if table.ndim != 2 or table.shape[1] not in (3, 6) or len(table) == 0:
-        raise DataError(
-            f"{path}: expected N rows of 3 (xyz) or 6 (xyz + normals) numbers, got {table.shape}"
-        )
+XYZ, NORMALS = ("x", "y", "z"), ("nx", "ny", "nz")
+
+
+def parse_columns(spec: str) -> tuple[str, ...]:
+    """A table's column names, comma separated, one per column: x, y, z (required), nx,
+    ny, nz (normals, all three or none), any other name (i, r, g, b, label, _) for a
+    column that is read past. ValueError saying what is wrong."""
+    names = tuple(c.strip() for c in spec.split(","))
+    if not all(names):
+        raise ValueError(f"empty column name in {spec!r}")
+    for n in XYZ + NORMALS:
+        if names.count(n) > 1:
+            raise ValueError(f"column {n!r} named twice in {spec!r}")
+    if not set(XYZ) <= set(names):
+        raise ValueError(f"{spec!r} must name the x, y and z columns")
+    if 0 < len(set(NORMALS) & set(names)) < 3:
+        raise ValueError(f"{spec!r} names some of nx, ny, nz: name all three or none")
+    return names
+
+
+def _unit_rows(v: np.ndarray) -> bool:
+    return bool(np.all(np.abs(np.linalg.norm(v.astype(np.float64), axis=1) - 1) < 1e-2))
+
+
+def _split_columns(
+    table: np.ndarray, path: Path, columns: tuple[str, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A table of N rows -> float32 xyz and normals (or None).
+
+    With `columns` (see `parse_columns`) the table must have exactly that many columns.
+    Without, 3 columns are x y z and 6 are x y z nx ny nz (the ModelNet40 resampled
+    layout) only if every row's last three are unit vectors; any other table (xyzrgb,
+    xyzi, a label column) is refused with an error asking for `columns`, never guessed.
+    """
+    if table.ndim != 2 or len(table) == 0:
+        raise DataError(f"{path}: expected N rows of numbers, got an array of shape {table.shape}")
+    width = table.shape[1]
+    if columns is not None and len(columns) != width:
+        raise DataError(f"{path}: has {width} columns, but columns={','.join(columns)} "
+                        f"names {len(columns)}")  # fmt: skip
+    if columns is None:
+        if width == 6 and not _unit_rows(table[:, 3:]):
+            raise DataError(f"{path}: 6 columns whose last three are not unit normals; "
+                            "name them, e.g. columns=x,y,z,r,g,b (data.columns, predict "
+                            "--columns)")  # fmt: skip
+        if width not in (3, 6):
+            raise DataError(f"{path}: {width} columns; name them, e.g. columns=x,y,z"
+                            f"{',i' if width == 4 else ',nx,ny,nz,label' if width == 7 else ''}"
+                            " (data.columns, predict --columns)")  # fmt: skip
+        columns = XYZ + NORMALS[: width - 3]
     table = table.astype(np.float32, copy=False)
-    normals = np.ascontiguousarray(table[:, 3:]) if table.shape[1] == 6 else None
-    return np.ascontiguousarray(table[:, :3]), normals
+    xyz = np.ascontiguousarray(table[:, [columns.index(n) for n in XYZ]])
+    if NORMALS[0] not in columns:
+        return xyz, None
+    return xyz, np.ascontiguousarray(table[:, [columns.index(n) for n in NORMALS]])
 
 
-def read_text_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Points from a text file of rows, comma or whitespace separated: `.txt` holds
-    `x y z [nx ny nz]`; `.xyz` / `.pts` hold x y z first and anything after (intensity,
-    colour), which is dropped, and a `.pts` may start with a line holding the count.
+def read_text_cloud(
+    path: Path, columns: tuple[str, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Points from a text file of rows, comma or whitespace separated. `.txt` rows are
+    laid out as `columns` says (`_split_columns`: by default x y z, or x y z nx ny nz when
+    those are unit normals); `.xyz` / `.pts` rows hold x y z first and anything after
+    (intensity, colour), which is dropped unless `columns` names it, and a `.pts` may
+    start with a line holding the count.
 
     np.loadtxt is a C parser since numpy 1.23: ~13 ms for a 10,000-line file
     here, faster than split()/fromstring alternatives.
@@ -118,16 +168,18 @@ def read_text_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise DataError(f"missing file {path}") from None
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise DataError(f"cannot parse {path}: {_why(e)}") from None
-    if path.suffix.lower() in (".xyz", ".pts"):
+    if path.suffix.lower() in (".xyz", ".pts") and columns is None:
         if table.ndim != 2 or table.shape[1] < 3 or len(table) == 0:
             raise DataError(f"{path}: expected N rows of at least 3 numbers (x y z ...), "
                             f"got {table.shape}")  # fmt: skip
         table = table[:, :3]
-    return _split_columns(table, path)
+    return _split_columns(table, path, columns)
 
 
-def read_npy_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Points from an .npy array of shape (N, 3) or (N, 6)."""
+def read_npy_cloud(
+    path: Path, columns: tuple[str, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Points from an .npy array of N rows, its columns as in `_split_columns`."""
     try:
         table = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -136,7 +188,7 @@ def read_npy_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise DataError(f"cannot read {path}: {_why(e)}") from None
     if not np.issubdtype(table.dtype, np.number):
         raise DataError(f"{path}: expected a numeric array, got {table.dtype}")
-    return _split_columns(table, path)
+    return _split_columns(table, path, columns)
 
 
 TEXT_SUFFIXES = (".txt", ".xyz", ".pts")
@@ -164,15 +216,22 @@ def read_pcd_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise
     except Exception as e:  # pypcd4 raises what its header and buffer parsing hit
         raise DataError(f"cannot read {path}: {type(e).__name__}: {_why(e)}") from None
-    table = xyz if normals is None else np.concatenate([xyz, normals], axis=1)
-    return _split_columns(np.asarray(table, dtype=np.float32), path)
+    if normals is None:
+        return _split_columns(np.asarray(xyz, dtype=np.float32), path, XYZ)
+    table = np.concatenate([xyz, normals], axis=1).astype(np.float32)
+    return _split_columns(table, path, XYZ + NORMALS)
 
 
 def read_cloud_file(
-    path: Path, num_points: int | None, seed: np.random.Generator
+    path: Path,
+    num_points: int | None,
+    seed: np.random.Generator,
+    columns: tuple[str, ...] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(xyz, normals or None) of any supported file, by its suffix; meshes are sampled on
-    their surface with `seed`. DataError naming the file for anything unsupported or bad."""
+    their surface with `seed`; `columns` lays out tables (.npy and text files; .pcd and
+    meshes name their own fields). DataError naming the file for anything unsupported
+    or bad."""
     suffix = path.suffix.lower()
     if suffix not in CLOUD_SUFFIXES:
         raise DataError(f"{path}: unsupported file type {suffix or '(none)'!r}; "
@@ -180,11 +239,11 @@ def read_cloud_file(
     if not path.is_file():
         raise DataError(f"file not found: {path}")
     if suffix == ".npy":
-        return read_npy_cloud(path)
+        return read_npy_cloud(path, columns)
     if suffix == ".pcd":
         return read_pcd_cloud(path)
     if suffix in TEXT_SUFFIXES:
-        return read_text_cloud(path)
+        return read_text_cloud(path, columns)
     return read_trimesh_cloud(path, num_points, seed)
 
 
@@ -208,7 +267,7 @@ def read_trimesh_cloud(
     if isinstance(geom, trimesh.PointCloud) or (
         isinstance(geom, trimesh.Trimesh) and len(geom.faces) == 0 and len(geom.vertices)
     ):
-        return _split_columns(np.asarray(geom.vertices), path)
+        return _split_columns(np.asarray(geom.vertices), path, XYZ)
     if not isinstance(geom, trimesh.Trimesh) or not geom.area > 0:
         raise DataError(f"{path}: no mesh surface or points to sample")
     if num_points is None:

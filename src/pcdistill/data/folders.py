@@ -52,8 +52,10 @@ def read_folders(
     sampling: str = "first",
     normals: bool = False,
     seed: int = 0,
+    columns: tuple[str, ...] | None = None,
 ) -> PointCloudSet:
-    """Every supported file of one split, in class then file-name order."""
+    """Every supported file of one split, in class then file-name order; `columns` lays
+    out its tables (`fileio.read_cloud_file`)."""
     root = require_dir(root)
     check_split(split)
     layout = folder_layout(root)
@@ -80,7 +82,8 @@ def read_folders(
         skipped += other
         for path in readable:
             key = zlib.crc32(path.relative_to(root).as_posix().encode())
-            xyz, nrm = read_cloud_file(path, num_points, np.random.default_rng([seed, key]))
+            rng = np.random.default_rng([seed, key])
+            xyz, nrm = read_cloud_file(path, num_points, rng, columns)
             if normals and nrm is None:
                 raise DataError(f"{path}: has no normals")
             parts.append(select(one_shape(path, xyz, nrm if normals else None, label, class_names)))

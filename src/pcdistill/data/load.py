@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pcdistill.data.dataset import PointCloudSet
+from pcdistill.data.fileio import parse_columns
 from pcdistill.data.folders import folder_layout, read_folders
 from pcdistill.data.frames import format_up_axis, to_canonical
 from pcdistill.data.modelnet_h5 import read_modelnet_h5
@@ -78,6 +79,7 @@ def load_dataset(
     seed: int = 0,
     variant: str = "OBJ_BG",
     up_axis: str | None = None,
+    columns: str | None = None,
 ) -> PointCloudSet:
     """Read one split of a dataset in any supported format.
 
@@ -91,6 +93,7 @@ def load_dataset(
     variant: the ScanObjectNN variant (OBJ_BG, OBJ_ONLY, PB_T50_RS, ...).
     up_axis: the files' up axis, None for the format's own (`frames.FORMAT_UP`); every
         set is returned z up (`frames.to_canonical`).
+    columns: the column names of class folders' table files (`fileio.parse_columns`).
     """
     fmt = detect_format(root) if format == "auto" else format
     if fmt not in READERS:
@@ -98,6 +101,14 @@ def load_dataset(
     options = {"num_points": num_points, "sampling": sampling, "normals": normals, "seed": seed}
     if fmt == "scanobjectnn":
         options["variant"] = variant
+    if columns is not None:
+        if fmt != "folders":
+            raise DataError(f"columns={columns!r} lays out class folders' table files; "
+                            f"{root} is a {fmt} dataset, whose layout is fixed")  # fmt: skip
+        try:
+            options["columns"] = parse_columns(columns)
+        except ValueError as e:
+            raise DataError(f"columns: {e}") from None
     data = to_canonical(READERS[fmt](root, split, **options), up_axis or format_up_axis(fmt))
     if classes is not None:
         data = data.filter_classes(_class_list(classes))

@@ -10,9 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from pcdistill.data.dataset import PointCloudSet, concat
-from pcdistill.data.fileio import check_split, one_shape, read_list, read_text_cloud, require_dir
+from pcdistill.data.fileio import (
+    NORMALS,
+    XYZ,
+    check_split,
+    one_shape,
+    read_list,
+    read_text_cloud,
+    require_dir,
+)
 from pcdistill.data.preprocess import PointSelector
 from pcdistill.errors import DataError
+
+LAYOUT = XYZ + NORMALS  # every row of the release: x y z nx ny nz
 
 
 def read_modelnet_resampled(
@@ -36,7 +46,7 @@ def read_modelnet_resampled(
         if cls not in class_names:
             raise DataError(f"{split_list}: shape {shape!r} is of unknown class {cls!r}")
         path = root / cls / f"{shape}.txt"
-        xyz, nrm = read_text_cloud(path)
+        xyz, nrm = read_text_cloud(path, LAYOUT)
         if normals and nrm is None:
             raise DataError(f"{path}: has no normal columns (nx, ny, nz)")
         label = class_names.index(cls)

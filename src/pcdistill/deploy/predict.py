@@ -90,13 +90,17 @@ def load_classifier(model: str | Path, num_points: int | None = None) -> tuple[L
 
 
 def load_cloud(
-    path: str | Path, meta: dict, sampling: str | None = None, up_axis: str = "z"
+    path: str | Path,
+    meta: dict,
+    sampling: str | None = None,
+    up_axis: str = "z",
+    columns: tuple[str, ...] | None = None,
 ) -> np.ndarray:
-    """One file (whose up axis is `up_axis`) as the (N, 3) float32 z-up cloud the model
-    expects; DataError naming the file."""
+    """One file (whose up axis is `up_axis`, its table laid out as `columns` says) as the
+    (N, 3) float32 z-up cloud the model expects; DataError naming the file."""
     path = Path(path)
     n, seed, data = meta["num_points"], meta["seed"], meta["data"]
-    xyz, _ = read_cloud_file(path, n, np.random.default_rng(seed))
+    xyz, _ = read_cloud_file(path, n, np.random.default_rng(seed), columns)
     xyz = rotate_to_z(xyz, up_axis)
     shape = one_shape(path, xyz, None, 0, ("unknown",))  # validates: NaN/inf name the file
     shape = PointSelector(n, sampling or data["sampling"], seed)(shape)
@@ -115,6 +119,7 @@ def predict_files(
     num_points: int | None = None,
     sampling: str | None = None,
     up_axis: str = "z",
+    columns: tuple[str, ...] | None = None,
 ) -> list[Prediction]:
     """Top-k classes with probabilities for every file (or every file in a folder), using a
     checkpoint or ONNX file. A file that cannot be read gets its error and the rest are
@@ -135,7 +140,7 @@ def predict_files(
     errors: dict[int, str] = {}
     for i, path in enumerate(paths):
         try:
-            clouds[i] = load_cloud(path, meta, sampling, up_axis)
+            clouds[i] = load_cloud(path, meta, sampling, up_axis, columns)
         except DataError as err:
             errors[i] = str(err)
     if not clouds:  # nothing to predict: the one error, or the first of them

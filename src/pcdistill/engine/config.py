@@ -47,6 +47,9 @@ class DataConfig(Section):
     # the files' up axis; None: the format's own (modelnet_resampled y, others z). Every
     # cloud is rotated into the z-up frame on read, so models and augmentations see z up.
     up_axis: Literal["x", "y", "z"] | None = None
+    # class folders' table files (.txt/.xyz/.pts/.npy): column names, comma separated, e.g.
+    # "x,y,z,i" or "x,y,z,nx,ny,nz,label"; None: 3 columns xyz, 6 xyz + unit normals.
+    columns: str | None = None
     num_points: int = Field(1024, ge=1)
     sampling: Literal["first", "random", "fps"] = "first"
     classes: str | list[str] | None = None
@@ -65,6 +68,15 @@ class DataConfig(Section):
     jitter: float = Field(0.0, ge=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     shuffle: bool = False
+
+    @field_validator("columns")
+    @classmethod
+    def _known_columns(cls, v: str | None) -> str | None:
+        from pcdistill.data.fileio import parse_columns  # h5py and trimesh: only when needed
+
+        if v is not None:
+            parse_columns(v)
+        return v
 
 
 class ModelConfig(Section):

@@ -26,6 +26,7 @@ def load_set(cfg: RunConfig, split: str) -> PointCloudSet:
         fps_order=d.fps_order,
         seed=cfg.seed,
         up_axis=d.up_axis,
+        columns=d.columns,
     )
     if d.root == "builtin":
         return builtin_dataset(split, **opts)
@@ -44,7 +45,8 @@ def checkpoint_and_data(
     )
     if data_root and data_root != cfg.data.root:
         cfg.data.root = data_root
-        cfg.data.format, cfg.data.up_axis = "auto", None  # that dataset's own, made z up
+        # that dataset's own layout and frame, made z up
+        cfg.data.format, cfg.data.up_axis, cfg.data.columns = "auto", None, None
         if inference_normalize(ckpt):  # another dataset, in its own units: as trained
             cfg.data.normalize = True
     data = load_set(cfg, split)

@@ -1,5 +1,6 @@
 """The command line: help, version, and one clear line (exit 2) for every bad input."""
 
+import argparse
 import subprocess
 import sys
 
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 
 from pcdistill import __version__
-from pcdistill.cli import main
+from pcdistill.cli import DATA_FORMATS, build_parser, main
+from pcdistill.data.load import READERS
 
 
 def test_help_and_version():
@@ -19,6 +21,37 @@ def test_help_and_version():
     version = subprocess.run([sys.executable, "-m", "pcdistill", "--version"],
                              capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert version.strip() == f"pcdistill {__version__}"
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices
+
+
+@pytest.mark.parametrize("command", sorted(_subcommands()))
+def test_every_option_of_every_command_says_what_it_does(command):
+    """Regression (issue 13): data, eval, record, quantize and demo had options whose
+    --help line was empty."""
+    parser = _subcommands()[command]
+    assert parser.description or command in build_parser().format_help()
+    for action in parser._actions:
+        if not isinstance(action, argparse._HelpAction):
+            assert action.help, f"{command} {action.option_strings or action.dest}: no help"
+
+
+def test_data_formats_offered_are_the_readers():
+    assert ["auto", *READERS] == DATA_FORMATS
+
+
+def test_data_shows_normals_when_the_files_have_them(shared_data, capsys):
+    """Regression (issue 13): `data` printed normals: False for the resampled release,
+    whose every row holds normals (it read the points only)."""
+    assert main(["data", str(shared_data / "modelnet40_normal_resampled_sample")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("normals: True") == 2
+    assert main(["data", "builtin", "--split", "test"]) == 0
+    assert "normals: False" in capsys.readouterr().out
 
 
 def _modelnet_layout(root, data: np.ndarray, labels: np.ndarray) -> None:

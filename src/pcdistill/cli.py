@@ -12,9 +12,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pcdistill import __version__
-from pcdistill.errors import ConfigError, Interrupted, PcdistillError
+from pcdistill.errors import ConfigError, DataError, Interrupted, PcdistillError
+
+if TYPE_CHECKING:
+    from pcdistill.data import PointCloudSet
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -128,14 +132,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_data(args: argparse.Namespace) -> int:
     """Inspect a dataset: shapes and points per class, and its fingerprint."""
-    from pcdistill.data import builtin_dataset, load_dataset
-
     opts = {"num_points": args.num_points, "classes": args.classes}
+    if args.columns:
+        opts["columns"] = ",".join(args.columns)
     for split in args.split:
-        if args.root == "builtin":
-            data = builtin_dataset(split, **opts)
-        else:
-            data = load_dataset(args.root, split, format=args.format, **opts)
+        data = _shown_set(args.root, split, args.format, opts)
         print(
             f"{data.name}: {len(data)} shapes, {data.num_classes} classes, "
             f"{data.num_points} points per shape, normals: {data.normals is not None}"
@@ -144,6 +145,22 @@ def _cmd_data(args: argparse.Namespace) -> int:
         for name, count in data.class_counts().items():
             print(f"  {name:<16} {count:>6}")
     return 0
+
+
+def _shown_set(root: str, split: str, fmt: str, opts: dict) -> PointCloudSet:
+    """A split with its normals when every shape has them (readers refuse normals=True
+    otherwise), so `data` says whether the files hold normals."""
+    from pcdistill.data import builtin_dataset, load_dataset
+
+    def read(normals: bool):
+        if root == "builtin":
+            return builtin_dataset(split, normals=normals, **opts)
+        return load_dataset(root, split, format=fmt, normals=normals, **opts)
+
+    try:
+        return read(True)
+    except DataError:
+        return read(False)  # no normals, or another error, which this read raises again
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
@@ -367,6 +384,10 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+# `pcdistill.data.load.READERS` (not imported here: the parser is built on every call)
+DATA_FORMATS = ["auto", "modelnet_h5", "modelnet_resampled", "scanobjectnn", "folders"]
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its errors on one line (no usage block), exit status 2."""
 
@@ -430,7 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--vote", type=_int_at_least(0), default=0, help="extra augmented copies to average"
     )
-    p.add_argument("--batch-size", type=_int_at_least(1), default=64)
+    p.add_argument(
+        "--batch-size", type=_int_at_least(1), default=64, help="clouds per batch (default 64)"
+    )
     p.add_argument("--device", type=_device, default="auto", help="auto, cpu, mps, cuda[:N]")
     p.add_argument("--per-class", action="store_true", help="print per-class accuracy")
     p.add_argument("--json", help="write all metrics (confusion matrix too) to this file")
@@ -438,10 +461,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="inspect a dataset: counts per class, points, fingerprint")
     p.add_argument("root", help="dataset root, a ScanObjectNN .h5 file, or 'builtin'")
-    p.add_argument("--split", nargs="+", default=["train", "test"])
-    p.add_argument("--format", default="auto")
-    p.add_argument("--num-points", type=int)
+    p.add_argument(
+        "--split",
+        nargs="+",
+        default=["train", "test"],
+        choices=["train", "test"],
+        help="splits to show (default both)",
+    )
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=DATA_FORMATS,
+        help="dataset format (default: auto, by its marker files)",
+    )
+    p.add_argument(
+        "--num-points",
+        type=_int_at_least(1),
+        help="bring every shape to this many points (default: as stored)",
+    )
     p.add_argument("--classes", help="'modelnet10' to keep the ModelNet10 classes")
+    p.add_argument(
+        "--columns", type=_columns, help="class folders' table columns, as predict --columns"
+    )
     p.set_defaults(func=_cmd_data)
 
     p = sub.add_parser("record", help="record a teacher on K augmented copies (offline KD)")
@@ -454,8 +495,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rotate", action="store_true", help="also rotate about the up axis")
     p.add_argument("--augment", help="shape augmentation spec as JSON (overrides the default)")
     p.add_argument("--features", action="store_true", help="also store the global feature")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=_int_at_least(1), default=64)
+    p.add_argument(
+        "--seed", type=_int_at_least(0), default=0, help="seed of the augmented copies (default 0)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_int_at_least(1),
+        default=64,
+        help="clouds per teacher batch (default 64)",
+    )
     p.add_argument("--shard", type=_int_at_least(0), default=0, help="this worker's shard index")
     p.add_argument("--num-shards", type=_int_at_least(1), default=1, help="shards in all")
     p.add_argument("--device", type=_device, default="auto", help="auto, cpu, mps, cuda[:N]")
@@ -469,12 +517,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", help="teacher checkpoint or shipped key (default: train one)")
     p.add_argument("--recipe", default="t3dnet", choices=RECIPES, help="configs/distill/ recipe")
     p.add_argument("--teacher-model", default="pointnet2_ssg", help="zoo model to train")
-    p.add_argument("--teacher-width", type=float, default=1.0)
-    p.add_argument("--teacher-epochs", type=_int_at_least(1), default=30)
+    p.add_argument(
+        "--teacher-width",
+        type=float,
+        default=1.0,
+        help="width of a teacher trained here (default 1.0)",
+    )
+    p.add_argument(
+        "--teacher-epochs",
+        type=_int_at_least(1),
+        default=30,
+        help="epochs of a teacher trained here (default 30)",
+    )
     p.add_argument("--epochs", type=_int_at_least(1), help="student epochs (default: recipe's)")
-    p.add_argument("--num-points", type=_int_at_least(1), default=1024)
+    p.add_argument(
+        "--num-points", type=_int_at_least(1), default=1024, help="points per shape (default 1024)"
+    )
     p.add_argument("--copies", type=_int_at_least(1), default=10, help="records per shape (K)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=_int_at_least(0), default=0, help="seed of every stage (default 0)"
+    )
     p.add_argument("--threads", type=_int_at_least(1), help="torch threads for training")
     p.add_argument("--batch-size", type=_int_at_least(1), help="teacher and student batch")
     p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
@@ -497,14 +559,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="quickstart: train a teacher, distill a tiny student, compare")
     p.add_argument("--data", default="builtin", help="dataset root (default: built-in real data)")
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
-    p.add_argument("--teacher-epochs", type=int, default=8)
-    p.add_argument("--student-epochs", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--teacher-epochs", type=_int_at_least(1), default=8, help="teacher epochs (default 8)"
+    )
+    p.add_argument(
+        "--student-epochs", type=_int_at_least(1), default=8, help="student epochs (default 8)"
+    )
+    p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of both runs (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("report", help="Markdown report with plots for run folders")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run folders (each with metrics.jsonl) to report on",
+    )
     p.add_argument("--out", default="report", help="output folder (default ./report)")
     p.set_defaults(func=_cmd_report)
 
@@ -527,7 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help=what)
     p.add_argument("--model", required=True, help="a .pt checkpoint or an exported .onnx file")
     p.add_argument("--top-k", type=int, default=5, help="classes to print per file (default 5)")
-    p.add_argument("--num-points", type=int, help="points per cloud (default: the model's)")
+    p.add_argument(
+        "--num-points", type=_int_at_least(1), help="points per cloud (default: the model's)"
+    )
     p.add_argument(
         "--sampling",
         choices=["first", "random", "fps"],
@@ -549,7 +622,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quantize", help="int8 ONNX graph, with its accuracy and latency change")
     p.add_argument("checkpoint", help="a .pt checkpoint")
     p.add_argument("--out", required=True, help="the int8 .onnx file to write")
-    p.add_argument("--mode", default="dynamic", choices=["dynamic", "static"])
+    p.add_argument(
+        "--mode",
+        default="dynamic",
+        choices=["dynamic", "static"],
+        help="dynamic: int8 weights, activations quantised at run time; static: activations "
+        "calibrated on training shapes (default dynamic)",
+    )
     p.add_argument("--data", help="dataset root or 'builtin' (default: the checkpoint's own)")
     p.add_argument(
         "--calibration",
@@ -564,7 +643,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("profile", help="size and speed side by side: PyTorch, ONNX, int8")
     p.add_argument("models", nargs="+", metavar="MODEL", help="a .pt checkpoint or a zoo name")
     p.add_argument("--width", type=float, default=1.0, help="width of zoo models (default 1)")
-    p.add_argument("--num-points", type=int, default=1024, help="points for zoo models")
+    p.add_argument(
+        "--num-points", type=_int_at_least(1), default=1024, help="points for zoo models"
+    )
     p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     p.add_argument("--repeats", type=int, default=10, help="timed runs per batch size")
     p.add_argument("--torch-only", action="store_true", help="skip the ONNX and int8 rows")

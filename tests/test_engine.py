@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from pcdistill.distill.config import DistillConfig
 from pcdistill.engine.checkpoint import (
     build_from_checkpoint,
     load_checkpoint,
@@ -152,8 +153,16 @@ def test_checkpoint_refuses_another_architecture_or_class_list(tmp_path):
 
 
 def test_bad_config_names_the_key_and_value(tmp_path):
-    with pytest.raises(ConfigError, match=r"optim\.lrr: unknown key"):
+    with pytest.raises(ConfigError, match=r"optim\.lrr: unknown key; did you mean 'optim\.lr'\?"):
         load_config(None, ["optim.lrr=0.1"])
+    with pytest.raises(ConfigError, match=r"trian: unknown key; did you mean 'train'\?"):
+        load_config(None, ["trian.epochs=1"])
+    with pytest.raises(ConfigError, match=r"optim has name, lr, weight_decay, momentum$"):
+        load_config(None, ["optim.learning_rate=1"])
+    with pytest.raises(
+        ConfigError, match=r"loss\.kd\.alpa: unknown key; did you mean 'loss\.kd\.alpha'"
+    ):
+        load_config(None, ["loss.kd.alpa=0.5", "teacher=t.pt"], schema=DistillConfig)
     with pytest.raises(ConfigError, match=r"train\.epochs.*got -1"):
         load_config(None, ["train.epochs=-1"])
     with pytest.raises(ConfigError, match=r"optim\.name"):

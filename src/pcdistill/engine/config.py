@@ -6,8 +6,9 @@ path (`optim.lr`) and what was expected, before any work starts.
 
 from __future__ import annotations
 
+from difflib import get_close_matches
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -137,11 +138,39 @@ class RunConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def _section_keys(schema: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys of the section at `loc` (a pydantic error location, its last part the
+    bad key), or [] where it is not a Section (a free-form dict such as model.kwargs)."""
+    model: Any = schema
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return []
+        sections = [t for t in (field.annotation, *get_args(field.annotation))
+                    if isinstance(t, type) and issubclass(t, Section)]  # fmt: skip
+        if not sections:
+            return []
+        model = sections[0]
+    return list(model.model_fields)
+
+
+def _suggest(schema: type[BaseModel], loc: tuple) -> str:
+    """'; did you mean ...?' for a misspelt key, else the section's keys, else ''."""
+    keys = _section_keys(schema, loc)
+    close = get_close_matches(str(loc[-1]), keys, n=1)
+    if close:
+        return f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?"
+    section = ".".join(map(str, loc[:-1])) or "the top level"
+    return f"; {section} has {', '.join(keys)}" if keys else ""
+
+
+def _format_errors(err: ValidationError, source: str, schema: type[BaseModel]) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg += _suggest(schema, e["loc"])
         msg = msg.removeprefix("Value error, ")
         got = "" if e["type"] == "extra_forbidden" else f" (got {e.get('input')!r})"
         lines.append(f"{key}: {msg}{got}")
@@ -209,7 +238,7 @@ def validate_config(tree: dict[str, Any], schema: type[RunConfig], source: str) 
     try:
         return schema.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        raise ConfigError(_format_errors(err, source, schema)) from None
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -57,6 +57,26 @@ def test_round_trip_across_shards_and_on_disk_size(tmp_path):
     assert not list(tmp_path.glob(".*.tmp")), "no temp files left behind"
 
 
+def test_shards_and_checkpoints_get_the_umask_mode_not_0600(tmp_path):
+    """Regression (issue 13): written through mkstemp, shards and checkpoints were 0600
+    (owner only) whatever the umask; now they get what a plain open() would give."""
+    import os
+
+    from pcdistill.engine.checkpoint import atomic_save
+
+    old = os.umask(0o022)
+    try:
+        shard = write_shard(tmp_path / "r.h5", header(), *rows_for(range(6)))
+        atomic_save({"a": 1}, tmp_path / "c.pt")
+        os.umask(0o077)
+        atomic_save({"a": 1}, tmp_path / "private.pt")
+    finally:
+        os.umask(old)
+    assert oct(shard.stat().st_mode & 0o777) == oct(0o644)
+    assert oct((tmp_path / "c.pt").stat().st_mode & 0o777) == oct(0o644)
+    assert oct((tmp_path / "private.pt").stat().st_mode & 0o777) == oct(0o600)
+
+
 def test_refuses_another_dataset_class_list_or_augmentation(tmp_path):
     write_shard(tmp_path / "r.h5", header(), *rows_for(range(6)))
     with pytest.raises(DataError, match="another dataset"):

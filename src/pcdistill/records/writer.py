@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from pcdistill.atomic import temp_beside
 from pcdistill.records.schema import RecordHeader, row_dtype
 
 
@@ -38,9 +38,7 @@ def write_shard(
         if features is None:
             raise ValueError("header.feature_dim > 0 but no features given")
         rows["feature"] = np.asarray(features, dtype=np.float32).reshape(n, header.feature_dim)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_beside(path)
     try:
         with h5py.File(tmp, "w") as f:
             f.create_dataset("rows", data=rows)

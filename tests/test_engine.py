@@ -52,6 +52,11 @@ def test_same_config_and_seed_give_the_same_metrics(tmp_path):
     assert a["test_last"]["loss"] != c["test_last"]["loss"]
     steps = [r["loss"] for r in read_metrics(tmp_path / "a") if r["event"] == "train_step"]
     assert steps == [r["loss"] for r in read_metrics(tmp_path / "b") if r["event"] == "train_step"]
+    # Each step logs the lr it was taken with (not the next step's): the schedule at step i.
+    cfg = tiny_cfg(tmp_path / "a", "train.epochs=1")
+    lrs = [r["lr"] for r in read_metrics(tmp_path / "a") if r["event"] == "train_step"]
+    assert lrs[0] == 0.01
+    assert lrs == pytest.approx([0.01 * lr_factor(cfg, i, len(lrs)) for i in range(len(lrs))])
 
 
 def _run_cli(*args: str) -> subprocess.Popen:

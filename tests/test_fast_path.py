@@ -218,15 +218,26 @@ def test_kernels_compiled_here_and_loaded_from_the_cache_give_the_same_floats(tm
     assert runs[0].stdout == runs[1].stdout
 
 
-def test_adam_steps_in_float32_stay_close():
+@pytest.fixture
+def two_threads():
+    """Float32 rounding depends on how sums are split over threads; other tests (and the
+    Trainer) change torch's thread count, so pin it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_adam_steps_in_float32_stay_close(two_threads):
     """Five Adam steps of the tiny model on real shapes in float32, against the same steps
     in float64 on the reference path (the truth). Float32 rounding, amplified by Adam's
-    normalised steps, moves every float32 run away from the truth. The fast path's losses
-    stay within 1e-4 (relative) of the truth's (measured: 1.4e-6), its final logits within
-    1e-2 of their scale (measured: 3.6e-3) with the same predicted classes, and it is
-    closer than the float32 reference path (losses 5e-3 off, logits 1.4e-2), whose
-    BatchNorm sums millions of grouped values per channel in float32; the kernels sum
-    BatchNorm statistics in float64."""
+    normalised steps, moves every float32 run away from the truth. The fast path stays
+    closer to the truth than the float32 reference path at every step (measured at 2
+    threads: losses 1.4e-6 vs 4.7e-3 relative; at 1 thread 4.5e-4 vs 3.4e-3, as Adam turns
+    near-zero gradients into full steps), within 1e-3 (relative) of the truth's losses,
+    its final logits within 1e-2 of their scale (measured: 3.6e-3) with the same predicted
+    classes. The reference path's BatchNorm sums millions of grouped values per channel
+    in float32; the kernels sum BatchNorm statistics in float64."""
     data = builtin_dataset("train", num_points=1024).subset(range(16))
     x, y = torch.from_numpy(data.points), torch.from_numpy(data.labels)
     torch.manual_seed(0)
@@ -250,7 +261,10 @@ def test_adam_steps_in_float32_stay_close():
                 logits[name] = model.eval()(x.to(dtype)).double()
     scale = logits["truth"].abs().max()
     error = {k: (logits[k] - logits["truth"]).abs().max() / scale for k in ("reference", "fast")}
-    np.testing.assert_allclose(losses["fast"], losses["truth"], rtol=1e-4)
+    truth = np.array(losses["truth"])
+    off = {k: np.abs(np.array(losses[k]) - truth) / truth for k in ("reference", "fast")}
+    assert (off["fast"] < off["reference"]).all(), off
+    assert off["fast"].max() <= 1e-3, off
     assert error["fast"] <= 1e-2
     assert error["fast"] <= error["reference"]
     assert torch.equal(logits["fast"].argmax(1), logits["truth"].argmax(1))

@@ -1,6 +1,7 @@
 """Shipped weights: loaded by name, checksum verified, accurate as their manifest says."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -44,6 +45,9 @@ def builtin_predictions(model, num_points: int) -> list[int]:
 
 def test_shipped_weights_load_by_name_and_predict_as_the_checkpoint(shipped, trained, capsys):
     assert shipped["key"] == "pointnet_w0.125.builtin"
+    mask = os.umask(0)
+    os.umask(mask)  # readable as any file the user writes, not only by its owner
+    assert (pretrained.WEIGHTS_DIR / shipped["file"]).stat().st_mode & 0o777 == 0o666 & ~mask
     model = create_model("pointnet", width=0.125, pretrained="builtin")
     assert not model.training
     reference, ckpt = build_from_checkpoint(trained)

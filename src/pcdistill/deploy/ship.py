@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pcdistill.atomic import temp_beside
 from pcdistill.models import pretrained
 
 FLOAT16_TOLERANCE = 0.001  # test OA, i.e. 2 of ModelNet40's 2,468 test shapes
@@ -54,7 +55,7 @@ def ship_checkpoint(
 ) -> dict[str, Any]:
     """Write `path`'s model as the shipped entry `<model>[_w<width>].<tag>` into `into`
     (default: the package's weights folder) and return its manifest row."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from pcdistill.engine.run import checkpoint_and_data
 
@@ -79,7 +80,9 @@ def ship_checkpoint(
     }
     into.mkdir(parents=True, exist_ok=True)
     file = f"{key}.safetensors"
-    save_file(state, str(into / file), metadata={"key": key})
+    tmp = temp_beside(into / file)  # safetensors' own writer leaves the file 0600
+    tmp.write_bytes(save(state, metadata={"key": key}))
+    os.replace(tmp, into / file)
     test_of = {k: v for k, v in stored["test"].items() if k != "predictions"}
     row = {
         "key": key, "file": file, "sha256": pretrained.sha256(into / file),

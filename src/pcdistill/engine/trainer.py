@@ -164,6 +164,7 @@ class Trainer:
         params += self.extra_params
         self.optimizer = build_optimizer(cfg, params)
         self.scheduler = self._scheduler_at(0)
+        self.step_lr = self.optimizer.param_groups[0]["lr"]  # the lr the last step used
         self.use_amp = cfg.train.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.out = Path(cfg.out)
@@ -276,6 +277,7 @@ class Trainer:
             nn.utils.clip_grad_norm_(params, self.cfg.train.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.step_lr = self.optimizer.param_groups[0]["lr"]  # this step's, before the next
         self.scheduler.step()
         correct = int((logits.argmax(1) == batch.labels).sum())
         n = len(batch.labels)
@@ -361,7 +363,7 @@ class Trainer:
                         self.global_step,
                         loss=loss,
                         acc=correct / bs,
-                        lr=self.scheduler.get_last_lr()[0],
+                        lr=self.step_lr,
                         **getattr(self.objective, "last", {}),  # each loss term, if it says
                     )
                     due = (every and self.global_step % every == 0) or (

@@ -96,6 +96,16 @@ def test_bad_inputs_give_one_clear_line(tmp_path, capsys):
     assert "ply_data_train0.h5" in one_error_line(capsys, ["data", str(tmp_path / "cut")])
 
 
+def test_eval_refuses_its_json_output_before_reading_the_checkpoint(tmp_path, capsys):
+    """The output is checked first: the checkpoint here does not even exist."""
+    (tmp_path / "file").write_text("in the way")
+    (tmp_path / "out.json").mkdir()
+    for bad, words in [(tmp_path / "m.txt", "name a .json"), (tmp_path / "out.json", "is a folder"),
+                       (tmp_path / "file" / "m.json", "is a file, not a folder")]:  # fmt: skip
+        err = one_error_line(capsys, ["eval", "missing.pt", "--json", str(bad)])
+        assert "--json" in err and words in err and "missing.pt" not in err
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [

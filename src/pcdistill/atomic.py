@@ -1,4 +1,4 @@
-"""Temporary files for atomic writes: written beside their target, then renamed over it.
+"""Writing output files: checked before the work, written beside the target, renamed over it.
 
 `tempfile.mkstemp` creates files readable by their owner only (0600), and a rename
 keeps that mode, so checkpoints and record shards ended up unreadable to the group and
@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+
+from pcdistill.errors import ConfigError
 
 
 def _umask() -> int:
@@ -26,3 +28,18 @@ def temp_beside(path: Path) -> Path:
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())
     return Path(tmp)
+
+
+def check_output(path: str | Path, option: str, suffixes: tuple[str, ...]) -> None:
+    """Refuse an output file that cannot be written as asked, before any work: wrong
+    suffix, a folder, a file where a parent folder must be, or a place not writable."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise ConfigError(f"{option} {path}: name a {' or '.join(suffixes)} file")
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; name the file to write")
+    parent = next((q for q in path.absolute().parents if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigError(f"{option} {path}: {parent} is a file, not a folder")
+    if parent is not None and not os.access(parent, os.W_OK):  # a read-only mount too
+        raise ConfigError(f"{option} {path}: {parent} is not writable")

@@ -106,11 +106,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint on a dataset split (its own data settings by default)."""
     import torch
 
+    from pcdistill.atomic import check_output
     from pcdistill.engine.device import pick_device
     from pcdistill.engine.evaluate import evaluate
     from pcdistill.engine.run import checkpoint_and_data
     from pcdistill.transforms import ShapeAugment
 
+    if args.json:
+        check_output(args.json, "--json", (".json",))
     model, _, cfg, data = checkpoint_and_data(args.checkpoint, args.split, args.data)
     points, labels = torch.from_numpy(data.points), torch.from_numpy(data.labels)
     device = pick_device(args.device)
@@ -126,6 +129,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         for name, acc in metrics["per_class"].items():
             print(f"  {name:<16} {'-' if acc is None else f'{acc:.4f}'}")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(metrics, indent=1))
     return 0
 
@@ -291,8 +295,8 @@ def _columns(spec: str) -> tuple[str, ...]:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     """Top-k classes of point-cloud or mesh files, with a checkpoint or an ONNX file."""
+    from pcdistill.atomic import check_output
     from pcdistill.deploy.predict import (
-        check_output,
         plot_predictions,
         predict_files,
         write_predictions,

@@ -208,15 +208,3 @@ def plot_predictions(predictions: Sequence[Prediction], out: str | Path) -> Path
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100, bbox_inches="tight", format="png")
     return out
-
-
-def check_output(path: str | Path, option: str, suffixes: tuple[str, ...]) -> None:
-    """Refuse an output file that cannot be written as asked, before any work."""
-    path = Path(path)
-    if path.suffix.lower() not in suffixes:
-        raise ConfigError(f"{option} {path}: name a {' or '.join(suffixes)} file")
-    if path.is_dir():
-        raise ConfigError(f"{option} {path} is a folder; name the file to write")
-    parent = next((q for q in path.parents if q.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise ConfigError(f"{option} {path}: {parent} is a file, not a folder")

@@ -237,13 +237,14 @@ class Trainer:
         log = self.out / "metrics.jsonl"
         if "optimizer" in ckpt:
             self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.scheduler.load_state_dict(ckpt["scheduler"])
             self.scaler.load_state_dict(ckpt["scaler"])
         else:
-            self.scheduler = self._scheduler_at(self.global_step)
             self.restarts.append(self.global_step)
             if self.world.main and not log.is_file():  # the run folder is gone: its curves
                 log.write_text("".join(json.dumps(r) + "\n" for r in ckpt["history"]))
+        # The next step's lr comes from this run's plan, which `train.epochs=N` on resume
+        # may have extended (the lr saved in the optimizer state is the old plan's).
+        self.scheduler = self._scheduler_at(self.global_step)
         if self.world.main:
             _truncate_log(log, self.global_step)
         if "optimizer" not in ckpt:

@@ -104,23 +104,18 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint on a dataset split (its own data settings by default)."""
-    import torch
-
     from pcdistill.atomic import check_output
     from pcdistill.engine.device import pick_device
-    from pcdistill.engine.evaluate import evaluate
+    from pcdistill.engine.evaluate import evaluate_set
     from pcdistill.engine.run import checkpoint_and_data
     from pcdistill.transforms import ShapeAugment
 
     if args.json:
         check_output(args.json, "--json", (".json",))
     model, _, cfg, data = checkpoint_and_data(args.checkpoint, args.split, args.data)
-    points, labels = torch.from_numpy(data.points), torch.from_numpy(data.labels)
-    device = pick_device(args.device)
-    metrics = evaluate(
-        model.to(device), points, labels, data.class_names, device,
-        args.batch_size, args.vote, ShapeAugment.from_spec(cfg.data.shape_augment), cfg.seed,
-    )  # fmt: skip
+    aug = ShapeAugment.from_spec(cfg.data.shape_augment)
+    metrics = evaluate_set(model, data, pick_device(args.device), batch_size=args.batch_size,
+                           vote=args.vote, vote_aug=aug, seed=cfg.seed)  # fmt: skip
     print(
         f"{args.checkpoint}: {args.split} OA {metrics['oa']:.4f}, mAcc {metrics['macc']:.4f} "
         f"on {metrics['num_samples']} shapes (vote {args.vote})"

@@ -166,12 +166,11 @@ def _test_accuracy(ckpt: str, run: Path, data: str) -> dict[str, float]:
         return {"oa": test["oa"], "macc": test["macc"]}
     import torch
 
-    from pcdistill.engine.evaluate import evaluate
+    from pcdistill.engine.evaluate import evaluate_set
     from pcdistill.engine.run import checkpoint_and_data
 
     model, _, _, test = checkpoint_and_data(ckpt, "test", data)
-    m = evaluate(model, torch.from_numpy(test.points), torch.from_numpy(test.labels),
-                 test.class_names, torch.device("cpu"))  # fmt: skip
+    m = evaluate_set(model, test, torch.device("cpu"))
     return {"oa": m["oa"], "macc": m["macc"]}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -62,3 +64,9 @@ def evaluate(
     loss = torch.nn.functional.cross_entropy(logits, labels).item()
     cm = confusion_matrix(labels.numpy(), logits.argmax(1).numpy(), len(class_names))
     return {"loss": loss, **summarize(cm, class_names)}
+
+
+def evaluate_set(model: nn.Module, data: Any, device: torch.device, **options: Any) -> dict:
+    """`evaluate` on a whole PointCloudSet (a split as loaded), `options` as there."""
+    points, labels = torch.from_numpy(data.points), torch.from_numpy(data.labels)
+    return evaluate(model.to(device), points, labels, data.class_names, device, **options)

@@ -66,12 +66,13 @@ def inference_normalize(ckpt: dict) -> bool | None:
 
 
 # What a full training checkpoint holds beyond a snapshot: per-parameter optimizer moments
-# (Adam: twice the model), the scheduler's and the AMP scaler's state.
+# (Adam: twice the model) and the AMP scaler's state; the lr schedule is rebuilt from the
+# config at the saved step (checkpoints written before that also hold a "scheduler").
 RUN_STATE = ("optimizer", "scheduler", "scaler")
 
 
 def write_snapshot(run_dir: str | Path, dest: str | Path) -> dict[str, Any]:
-    """A run's last.pt without its optimizer, scheduler and scaler state, plus the epoch rows
+    """A run's last.pt without its optimizer and AMP scaler state, plus the epoch rows
     of its metrics.jsonl: a third of the size (Adam), small enough to keep beside the code
     when run folders do not survive, and resumable as a *warm restart* (`pcdistill train
     --resume SNAPSHOT`): the same weights, schedule position and data order, fresh optimizer

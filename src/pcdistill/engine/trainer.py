@@ -198,7 +198,6 @@ class Trainer:
             "preprocess": self.preprocess,
             "state_dict": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "objective": objective_state() if objective_state else None,
             "epoch": self.epoch,

@@ -169,6 +169,32 @@ def test_fused_chain_of_any_depth_equals_grouping_then_mlp(depth, slope, monkeyp
         assert torch.allclose(b_ref.double(), b_fast.double(), rtol=1e-10, atol=1e-12), key
 
 
+@pytest.mark.parametrize(("b", "m", "k"), [(3, 7, 128), (2, 5, 1), (1, 33, 20)])
+def test_inference_kernel_equals_the_torch_rewrite_on_any_tiling(b, m, k, monkeypatch):
+    """The inference kernel (whole folded chain per tile, neighbour-major tiles) against
+    the torch rewrite: group counts that leave a partial last tile, k = 1, several
+    clouds (each group's indices point into its own cloud), leaky ReLU."""
+    g = torch.Generator().manual_seed(k)
+    n, c_in = 50, 4
+    points = torch.randn(b, n, c_in, generator=g, dtype=torch.float64)
+    idx = torch.randint(0, n, (b, m, k), generator=g)
+    mlp = shared_mlp([c_in, 6, 9, 5], conv=torch.nn.Conv2d, negative_slope=0.1).double()
+    for module in mlp.modules():  # non-trivial running statistics to fold
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1, generator=g)
+            module.running_var.uniform_(0.5, 2, generator=g)
+    mlp.eval()
+    w, bias = grouped_mlp.first_layer(mlp)
+    with torch.no_grad():
+        h = torch.nn.functional.linear(points, w, bias)
+        centre = torch.nn.functional.linear(points[:, :m, :3], w[:, :3])
+        expected = grouped_mlp._grouped_max_torch(h, centre, idx, mlp)
+        set_impl(monkeypatch, "kernels")
+        got = grouped_mlp.grouped_max(h, centre, idx, mlp)
+    assert got.shape == (b, m, 5)
+    assert (got - expected).abs().max() <= 1e-12 * expected.abs().max()
+
+
 def test_the_fast_path_is_the_default_and_selectable():
     assert get_path() == "fast"
     with use_path("reference"):

@@ -186,6 +186,20 @@ def test_ball_query_matches_reference_real(backend_name, real_clouds):
             assert torch.equal(idx, expected), ("ball_queries", radius, k)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ball_queries_in_any_radius_order(backend_name, dtype):
+    """Several radii in no particular order, one ball filling up (k reached) and one
+    mostly padded: each equals its own single-radius reference (the CPU kernel scans
+    only the points inside the largest ball, so this holds it to every radius)."""
+    ref = random_clouds(2, 300, seed=3).to(dtype)
+    query = ref[:, :40]
+    radii, ks = (0.5, 0.1, 0.3), (4, 20, 8)
+    together = ops.ball_queries(query, ref, radii, ks)
+    for radius, k, idx in zip(radii, ks, together, strict=True):
+        expected = batched(ref_ball_query, query.numpy(), ref.numpy(), radius=radius, k=k)
+        assert torch.equal(idx, expected), (radius, k)
+
+
 def test_ball_query_boundary_and_empty_ball(backend_name):
     ref = torch.tensor([[[0.0, 0, 0], [0.5, 0, 0], [0.25, 0, 0], [9, 9, 9], [0.3, 0, 0]]])
     query = torch.tensor([[[0.0, 0, 0], [5.0, 5, 5]]])

@@ -165,12 +165,16 @@ def run_onnx(session, points: np.ndarray, batch_size: int = 16) -> np.ndarray:
 
 @torch.no_grad()
 def run_torch(model: nn.Module, points: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Eval-mode logits (S, C) of a PyTorch model (fast CPU point ops) on clouds (S, N, 3)."""
+    """Eval-mode logits (S, C) of a PyTorch model (fast CPU point ops) on clouds (S, N, 3).
+
+    Under no_grad: with autograd recording, the fast path must keep every activation for
+    a backward and so runs the torch rewrite instead of the fused inference kernels."""
     model.eval()
-    out = [
-        model(torch.from_numpy(points[i : i + batch_size])).numpy()
-        for i in range(0, len(points), batch_size)
-    ]
+    with torch.no_grad():
+        out = [
+            model(torch.from_numpy(points[i : i + batch_size])).numpy()
+            for i in range(0, len(points), batch_size)
+        ]
     return np.concatenate(out)
 
 

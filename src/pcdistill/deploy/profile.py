@@ -117,6 +117,9 @@ def _measure(
     torch.set_num_threads(threads)
     if runtime == "torch":
         from pcdistill.deploy.export import run_torch
+        from pcdistill.engine.device import tune_cpu_allocator
+
+        tune_cpu_allocator()  # as the command line does in its own process
         from pcdistill.engine.checkpoint import build_from_checkpoint
 
         model, _ = build_from_checkpoint(path)

@@ -61,42 +61,60 @@ def _square_distance_row(ref: np.ndarray, q: np.ndarray, d: np.ndarray) -> None:
             d[j] += diff * diff
 
 
-@_jit
+LANES = 16  # a float32 AVX-512 register: FPS's max runs on this many lanes at a time
+
+
+@numba.njit(nogil=True, cache=True, fastmath={"nnan", "nsz"})
 def _farthest_point_sample(points: np.ndarray, out: np.ndarray, lo: int, hi: int) -> None:
-    """FPS from index 0 of clouds lo..hi-1 of points (B, C, N) into out (B, m)."""
-    _, c, n = points.shape
+    """FPS from index 0 of clouds lo..hi-1 of points (B, 3, N) into out (B, m).
+
+    A step is two vectorised passes over the cloud: distances to the last pick folded
+    into each point's distance to the picked set (arithmetic of `square_distance`: no
+    contraction is allowed here), then the max of those, then a scan for its first
+    index, as argmax picks. The max runs out of place on LANES lanes, two buffers in
+    turn: numba's float max does not vectorise as a reduction, and as one it was most of
+    FPS's time. No NaNs are assumed (readers refuse them); the scan is bounded in case.
+    """
+    n = points.shape[2]
     m = out.shape[1]
     nearest = np.empty(n, points.dtype)  # squared distance to the picked set
-    d = np.empty(n, points.dtype)
-    picked = np.empty(c, points.dtype)
+    lanes = np.empty((2, LANES), points.dtype)
     for i in range(lo, hi):
-        p = points[i]
+        x, y, z = points[i, 0], points[i, 1], points[i, 2]
         nearest[:] = np.inf
         last = 0
         if m > 0:
             out[i, 0] = 0
         for s in range(1, m):
-            for a in range(c):
-                picked[a] = p[a, last]
-            _square_distance_row(p, picked, d)
-            farthest = _update_nearest(nearest, d)
-            last = 0  # the first index at the maximum, as argmax (bounded: NaN inputs)
+            px, py, pz = x[last], y[last], z[last]
+            for j in range(n):
+                dx, dy, dz = x[j] - px, y[j] - py, z[j] - pz
+                nearest[j] = min(nearest[j], dx * dx + dy * dy + dz * dz)
+            farthest = _max_of(nearest, lanes)
+            last = 0
             while last < n - 1 and nearest[last] != farthest:
                 last += 1
             out[i, s] = last
 
 
 @numba.njit(nogil=True, cache=True, fastmath={"nnan", "nsz"})
-def _update_nearest(nearest: np.ndarray, d: np.ndarray):
-    """nearest = min(nearest, d); returns max(nearest). One vectorised pass (the max is a
-    reduction LLVM vectorises when told there are no NaNs; readers refuse them),
-    then the caller scans for its first index: 1.6x the branchy running argmax."""
-    farthest = nearest[0] * 0 - np.inf
-    for j in range(d.shape[0]):
-        v = min(nearest[j], d[j])
-        nearest[j] = v
-        farthest = max(farthest, v)
-    return farthest
+def _max_of(x: np.ndarray, lanes: np.ndarray):
+    """max(x) through lanes (2, LANES): an elementwise running max, then the lanes."""
+    b0, b1 = lanes[0], lanes[1]
+    b0[:] = -np.inf
+    q = 0
+    while q + 2 * LANES <= x.shape[0]:
+        for t in range(LANES):
+            b1[t] = max(b0[t], x[q + t])
+        for t in range(LANES):
+            b0[t] = max(b1[t], x[q + LANES + t])
+        q += 2 * LANES
+    best = b0[0]
+    for t in range(1, LANES):
+        best = max(best, b0[t])
+    for j in range(q, x.shape[0]):
+        best = max(best, x[j])
+    return best
 
 
 @_jit
@@ -106,31 +124,43 @@ def _ball_query_multi(
     """First k_r ref (B, C, N) indices with d² <= r2s[r], for each radius r (outs: one
     (B, M, k_r) array each), for flat queries lo..hi-1 of query (B, M, C).
 
-    Each query's N distances are computed once, in one vectorised pass, then scanned per
-    radius: that beat stopping early in blocks, since hits are sparse and the scan rarely
-    stops much before N.
+    Each query's N distances are computed once, in one vectorised pass; one branch-free
+    pass keeps the points inside the largest ball (in index order, with their
+    distances), and each radius scans only those. Balls are small against the cloud (a
+    ModelNet40 query of PointNet++ MSG's first level holds 0.5%, 2% and 9% of the points
+    at radii 0.1/0.2/0.4) and a scan rarely fills up before the end, so scanning all N
+    once per radius did most of the work again for every radius.
     """
-    m = query.shape[1]
-    d = np.empty(ref.shape[2], ref.dtype)
+    m, n = query.shape[1], ref.shape[2]
+    d = np.empty(n, ref.dtype)
+    inside = np.empty(n, np.int64)
+    inside_d = np.empty(n, ref.dtype)
+    r2max = r2s.max()
     for t in range(lo, hi):
         i, q = t // m, t % m
         _square_distance_row(ref[i], query[i, q], d)
+        count = 0
+        for j in range(n):  # branch-free: write j, keep it only if inside
+            inside[count] = j
+            inside_d[count] = d[j]
+            count += d[j] <= r2max
         for r in range(len(outs)):
-            _scan_ball(d, r2s[r], outs[r][i, q])
+            _scan_ball(inside, inside_d, count, r2s[r], outs[r][i, q])
 
 
 @_jit
-def _scan_ball(d: np.ndarray, r2: float, hits: np.ndarray) -> None:
-    """The first len(hits) indices with d <= r2, padded with the first (0 if none)."""
+def _scan_ball(index: np.ndarray, d: np.ndarray, count: int, r2: float, hits: np.ndarray) -> None:
+    """The first len(hits) of index[:count] with d <= r2, padded with the first (0 if none)."""
     k = hits.shape[0]
     found = 0
-    for j in range(d.shape[0]):  # branch-free: write j, keep it only if inside
-        hits[min(found, k - 1)] = j
-        found += d[j] <= r2
+    for c in range(count):  # branch-free, as above: the test is a coin flip per candidate
+        hits[min(found, k - 1)] = index[c]
+        found += d[c] <= r2
         if found == k:
-            break
-    if found < k:
-        hits[found:] = hits[0] if found else 0
+            return
+    first = hits[0] if found else 0
+    for s in range(found, k):
+        hits[s] = first
 
 
 @_jit
@@ -236,8 +266,9 @@ def ball_queries(
 ) -> list[Tensor]:
     """CPU kernel for `neighbors.ball_queries`."""
     b, m, _ = query.shape
-    # radius² rounded to the data's dtype, as torch compares
-    r2s = np.array([float(torch.tensor(r * r, dtype=ref.dtype)) for r in radii])
+    # radius² rounded to the data's dtype, as torch compares (in that dtype: no conversions)
+    r2s = np.array([float(torch.tensor(r * r, dtype=ref.dtype)) for r in radii],
+                   np.float32 if ref.dtype == torch.float32 else np.float64)  # fmt: skip
     outs = tuple(np.empty((b, m, k), np.int64) for k in ks)
     run_chunks(_ball_query_multi, b * m, _numpy(query), _channels_first(ref), r2s, outs)
     return [torch.from_numpy(out) for out in outs]

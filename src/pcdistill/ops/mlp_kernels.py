@@ -489,32 +489,70 @@ def backward_first(
 
 
 @fused_jit
-def eval_branch(h, c, idx, k, gpt, dims, weights, biases, slope, out, lo, hi):
+def eval_branch(h_t, c_t, idx, m, n_points, gpt, dims, weights, biases, slope, out, lo, hi):
     """Inference with BatchNorm folded into each layer: the whole chain per tile, in cache.
 
-    h, c are the first layer's folded per-point / per-group terms (y_1 = h[idx] - c);
-    layer l >= 1 of the rest is weights[l-1][:dims[l], :dims[l-1]], biases[l-1][:dims[l]].
-    Nothing but `out` (groups, dims[-1]) is written to memory.
+    h_t (c1, points) and c_t (c1, groups) are the first layer's folded per-point and
+    per-group terms, channels first (y_1 = h[idx] - c), for clouds of n_points points
+    and m groups each; idx (groups, k) indexes each group's own cloud. Layer l >= 1 is
+    weights[l-1][:dims[l], :dims[l-1]], biases[l-1][:dims[l]]. Nothing but `out`
+    (groups, dims[-1]) is written to memory.
+
+    A tile's positions are neighbour-major (position j * ng + r is neighbour j of the
+    tile's group r), unlike the training kernels' group-major tiles: the max over each
+    group's k neighbours is then an elementwise max of k contiguous ng-long vectors,
+    which vectorises, where a per-group max reduction stays scalar (numba's float max
+    does not vectorise as a reduction).
     """
+    k = idx.shape[1]
     t_len = gpt * k
-    width = max(weights.shape[1], h.shape[1])
-    z = np.empty((width, t_len), h.dtype)  # pre-activations
-    a = np.empty((width, t_len), h.dtype)  # activations
+    width = max(weights.shape[1], h_t.shape[0])
+    z = np.empty((width, t_len), h_t.dtype)  # pre-activations
+    a = np.empty((width, t_len), h_t.dtype)  # activations
+    rows = np.empty(t_len, np.int64)
+    best = np.empty((2, gpt), h_t.dtype)
     n_layers = dims.shape[0]
     last = dims[n_layers - 1]
     for tile in range(lo, hi):
         g0, ng = _tile(tile, gpt, idx.shape[0])
         n = ng * k
-        _gather(h, c, idx, k, g0, ng, z)
+        for r in range(ng):
+            offset = (g0 + r) // m * n_points
+            for j in range(k):
+                rows[j * ng + r] = idx[g0 + r, j] + offset
+        for ch in range(h_t.shape[0]):
+            hr, cr, zr = h_t[ch], c_t[ch, g0 : g0 + ng], z[ch]
+            for j in range(k):
+                for r in range(ng):
+                    zr[j * ng + r] = hr[rows[j * ng + r]] - cr[r]
         for layer in range(1, n_layers):
             for ch in range(dims[layer - 1]):
                 _leaky(z[ch], slope, a[ch], n)
             _linear(weights[layer - 1, : dims[layer], : dims[layer - 1]],
                     biases[layer - 1], a, z, n)  # fmt: skip
-        for r in range(ng):  # the activation is non-decreasing: act(max z) = max act(z)
-            for ch in range(last):
-                row = z[ch]
-                best = row[r * k]
-                for j in range(r * k + 1, (r + 1) * k):
-                    best = max(best, row[j])
-                out[g0 + r, ch] = max(best, slope * best)
+        for ch in range(last):  # the activation is non-decreasing: act(max z) = max act(z)
+            _neighbour_max(z[ch], k, ng, best)
+            for r in range(ng):
+                v = best[0, r]
+                out[g0 + r, ch] = max(v, slope * v)
+
+
+@fused_jit
+def _neighbour_max(row, k, ng, best):
+    """best[0, r] = max_j row[j * ng + r]. Out of place, two buffers in turn: an in-place
+    running max compiles to a conditional store and stays scalar (see `_leaky`)."""
+    b0, b1 = best[0], best[1]
+    for r in range(ng):
+        b0[r] = row[r]
+    j = 1
+    while j + 1 < k:
+        for r in range(ng):
+            b1[r] = max(b0[r], row[j * ng + r])
+        for r in range(ng):
+            b0[r] = max(b1[r], row[(j + 1) * ng + r])
+        j += 2
+    if j < k:
+        for r in range(ng):
+            b1[r] = max(b0[r], row[j * ng + r])
+        for r in range(ng):
+            b0[r] = b1[r]

@@ -15,7 +15,6 @@ same command after a kill continues where it stopped and ends as an uninterrupte
 from __future__ import annotations
 
 import json
-import shutil
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -103,7 +102,8 @@ def _train_teacher(
 
 
 def _record(teacher: str, data: str, dest: Path, copies: int, seed: int, quiet: bool) -> Path:
-    """Record into a scratch folder and rename it when complete: `dest` is never partial."""
+    """Record into a scratch folder and rename it when complete: `dest` is never partial.
+    A recording killed part-way resumes there (`record_teacher` keeps its chunks)."""
     from pcdistill.engine.run import checkpoint_and_data
     from pcdistill.records.record import record_teacher
     from pcdistill.transforms import default_shape_augment
@@ -111,10 +111,10 @@ def _record(teacher: str, data: str, dest: Path, copies: int, seed: int, quiet: 
     if dest.is_dir():
         return dest
     partial = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model, ckpt, _, train = checkpoint_and_data(teacher, "train", data)
-    record_teacher(model, ckpt["model"], train, default_shape_augment(), copies, partial,
-                   seed=seed, progress=not quiet)  # fmt: skip
+    if not (partial / "records-00000-of-00001.h5").is_file():
+        model, ckpt, _, train = checkpoint_and_data(teacher, "train", data)
+        record_teacher(model, ckpt["model"], train, default_shape_augment(), copies, partial,
+                       seed=seed, progress=not quiet)  # fmt: skip
     partial.rename(dest)
     return dest
 

@@ -1,9 +1,10 @@
-"""Writing a shard: atomically, with a checksum of its rows."""
+"""Writing a shard: atomically, with a checksum of its rows, from rows given in chunks."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import h5py
@@ -11,6 +12,28 @@ import numpy as np
 
 from pcdistill.atomic import temp_beside
 from pcdistill.records.schema import RecordHeader, row_dtype
+
+
+def shard_rows(
+    header: RecordHeader,
+    index: np.ndarray,
+    copy: np.ndarray,
+    params: np.ndarray,
+    logits: np.ndarray,
+    features: np.ndarray | None = None,
+) -> np.ndarray:
+    """The packed rows (see `row_dtype`) of one batch of recorded copies."""
+    n = len(index)
+    num_classes = len(header.class_names)
+    rows = np.empty(n, dtype=row_dtype(header.num_params, num_classes, header.feature_dim))
+    rows["index"], rows["copy"] = index, copy
+    rows["params"] = np.asarray(params, dtype=np.float32).reshape(n, header.num_params)
+    rows["logits"] = np.asarray(logits, dtype=np.float32).reshape(n, num_classes)
+    if header.feature_dim:
+        if features is None:
+            raise ValueError("header.feature_dim > 0 but no features given")
+        rows["feature"] = np.asarray(features, dtype=np.float32).reshape(n, header.feature_dim)
+    return rows
 
 
 def write_shard(
@@ -26,24 +49,34 @@ def write_shard(
 
     One shard per worker (rank) keeps recording embarrassingly parallel.
     """
+    rows = shard_rows(header, index, copy, params, logits, features)
+    return write_shard_chunks(path, header, len(rows), [rows])
+
+
+def write_shard_chunks(
+    path: str | Path, header: RecordHeader, total: int, chunks: Iterable[np.ndarray]
+) -> Path:
+    """`write_shard` from `total` rows given as consecutive chunks, one in memory at a
+    time; the file is the same however the rows are cut into chunks."""
     path = Path(path)
-    n = len(index)
-    num_classes = len(header.class_names)
-    dtype = row_dtype(header.num_params, num_classes, header.feature_dim)
-    rows = np.empty(n, dtype=dtype)
-    rows["index"], rows["copy"] = index, copy
-    rows["params"] = np.asarray(params, dtype=np.float32).reshape(n, header.num_params)
-    rows["logits"] = np.asarray(logits, dtype=np.float32).reshape(n, num_classes)
-    if header.feature_dim:
-        if features is None:
-            raise ValueError("header.feature_dim > 0 but no features given")
-        rows["feature"] = np.asarray(features, dtype=np.float32).reshape(n, header.feature_dim)
+    dtype = row_dtype(header.num_params, len(header.class_names), header.feature_dim)
+    digest = hashlib.sha256()
     tmp = temp_beside(path)
     try:
         with h5py.File(tmp, "w") as f:
-            f.create_dataset("rows", data=rows)
+            rows = f.create_dataset("rows", shape=(total,), dtype=dtype)
+            start = 0
+            for chunk in chunks:
+                if chunk.dtype != dtype or start + len(chunk) > total:
+                    raise ValueError(f"chunk of {len(chunk)} {chunk.dtype} rows at row {start} "
+                                     f"does not fit {total} rows of {dtype}")  # fmt: skip
+                rows[start : start + len(chunk)] = chunk
+                digest.update(chunk.tobytes())
+                start += len(chunk)
+            if start != total:
+                raise ValueError(f"chunks hold {start} rows, not {total}")
             f.attrs["header"] = header.to_json()
-            f.attrs["rows_sha256"] = hashlib.sha256(rows.tobytes()).hexdigest()
+            f.attrs["rows_sha256"] = digest.hexdigest()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -104,17 +104,31 @@ def test_resume_after_kill_mid_epoch_reaches_the_same_result(tmp_path):
     assert log_a == log_b
 
 
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("teacher")
+    build_trainer(tiny_cfg(out, "train.epochs=1"), quiet=True).fit()
+    return out / "last.pt"
+
+
+@pytest.mark.parametrize("command", ["train", "distill"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_sigint_and_sigterm_checkpoint_the_step_and_resume_exactly(tmp_path, sig):
-    """Ctrl-C or a scheduler's SIGTERM mid-epoch: the run writes a checkpoint at the step
-    it just finished, prints the --resume command, exits 128 + signal, and resumes to the
-    same weights and log as an uninterrupted run (no checkpoint_every needed)."""
+def test_sigint_and_sigterm_checkpoint_the_step_and_resume_exactly(
+    tmp_path, sig, command, tiny_teacher
+):
+    """Ctrl-C or a scheduler's SIGTERM mid-epoch, in `train` and in `distill` (KD, the
+    teacher in the loop): the run writes a checkpoint at the step it just finished,
+    prints the --resume command, exits 128 + signal, and resumes to the same weights and
+    log as an uninterrupted run (no checkpoint_every needed)."""
     extra = ["train.epochs=2", "--quiet"]
-    full = _run_cli("train", *TINY, f"out={tmp_path / 'full'}", *extra)
+    if command == "distill":
+        extra += ["--config", "configs/distill/kd.yaml", "data.root=builtin", "data.dropout=0",
+                  "data.val_fraction=0", f"teacher={tiny_teacher}"]  # fmt: skip
+    full = _run_cli(command, *TINY, f"out={tmp_path / 'full'}", *extra)
     assert full.wait(timeout=300) == 0, full.stderr.read()
 
     stopped = tmp_path / "stopped"
-    proc = _run_cli("train", *TINY, f"out={stopped}", *extra)
+    proc = _run_cli(command, *TINY, f"out={stopped}", *extra)
     deadline = time.time() + 240
     while time.time() < deadline and not (
         (stopped / "metrics.jsonl").exists() and len(read_metrics(stopped)) >= 2
@@ -123,11 +137,11 @@ def test_sigint_and_sigterm_checkpoint_the_step_and_resume_exactly(tmp_path, sig
     proc.send_signal(sig)
     assert proc.wait(timeout=120) == 128 + sig
     err = proc.stderr.read()
-    assert f"continue with: pcdistill train --resume {stopped}" in err, err
+    assert f"continue with: pcdistill {command} --resume {stopped}" in err, err
     ckpt = load_checkpoint(stopped / "last.pt")
     assert ckpt["epoch"] == 0 and 0 < ckpt["step_in_epoch"] < 8, "the stop must land mid-epoch"
 
-    resumed = _run_cli("train", "--resume", str(stopped), "--quiet")
+    resumed = _run_cli(command, "--resume", str(stopped), "--quiet")
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     wa, _ = build_from_checkpoint(tmp_path / "full" / "last.pt")
     wb, _ = build_from_checkpoint(stopped / "last.pt")

@@ -400,11 +400,11 @@ class Trainer:
 
     def _interrupted(self, signum: int) -> Interrupted:
         name = signal.Signals(signum).name
-        how = (  # a distillation run resumes through its own command (all its stages)
-            "rerun the same pcdistill distill command with --resume"
-            if type(self.cfg).__name__ == "DistillConfig"
-            else f"pcdistill train --resume {self.out}"
-        )
+        how = f"pcdistill train --resume {self.out}"
+        if type(self.cfg).__name__ == "DistillConfig":  # resumes through its run folder (all
+            # stages); T3DNet's network-augmentation stage runs in RUN/netaug
+            run = self.out.parent if self.out.name == "netaug" else self.out
+            how = f"pcdistill distill --resume {run}"
         return Interrupted(
             f"{name}: stopped at epoch {self.epoch + 1} step {self.step_in_epoch}, checkpoint "
             f"{self.out / 'last.pt'} written; continue with: {how}",

@@ -6,4 +6,4 @@ bash "$root/scripts/setup.sh"
 venv="${PCDISTILL_VENV:-$root/.venv}"
 cd "$root"
 "$venv/bin/ruff" check src tests benchmarks scripts
-"$venv/bin/python" -m pytest -q "$@"
+"$venv/bin/python" -m pytest -q -n 2 "$@"  # two workers: one per core here

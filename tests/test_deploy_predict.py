@@ -3,6 +3,7 @@ bad file gets one clear error naming it."""
 
 from pathlib import Path
 
+import laspy
 import numpy as np
 import pytest
 import trimesh
@@ -36,8 +37,8 @@ def models(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def write_files(folder: Path) -> list[Path]:
-    """One file per supported format: clouds (.npy, .txt, .ply, .xyz, .pts) and meshes
-    (.off, .obj, .ply, .stl, .glb)."""
+    """One file per supported format: clouds (.npy, .txt, .ply, .xyz, .pts, .pcd, .las,
+    .laz) and meshes (.off, .obj, .ply, .stl, .glb)."""
     rng = np.random.default_rng(0)
     cloud = rng.normal(size=(600, 3)) * [1.0, 0.5, 2.0]
     paths = [folder / "cloud.npy", folder / "cloud.txt", folder / "cloud.ply"]
@@ -63,7 +64,18 @@ def write_files(folder: Path) -> list[Path]:
     for encoding in Encoding.ASCII, Encoding.BINARY, Encoding.BINARY_COMPRESSED:  # PCL .pcd
         paths.append(folder / f"scan_{encoding.value}.pcd")
         PointCloud.from_xyz_points(cloud.astype(np.float32)).save(paths[-1], encoding=encoding)
+    for suffix in (".las", ".laz"):  # LiDAR, georeferenced: UTM-like offsets
+        paths.append(folder / f"survey{suffix}")
+        write_las(paths[-1], cloud + np.array([500_000.0, 4_000_000.0, 100.0]))
     return paths
+
+
+def write_las(path: Path, xyz: np.ndarray) -> None:
+    header = laspy.LasHeader(point_format=3, version="1.2")
+    header.offsets, header.scales = xyz.min(axis=0), [1e-7] * 3
+    las = laspy.LasData(header)
+    las.x, las.y, las.z = xyz.T
+    las.write(path)  # .laz: compressed (lazrs)
 
 
 def test_every_format_same_top1_for_checkpoint_and_onnx(models, tmp_path):
@@ -75,6 +87,9 @@ def test_every_format_same_top1_for_checkpoint_and_onnx(models, tmp_path):
     pcds = [f"scan_{e}.pcd" for e in ("ascii", "binary", "binary_compressed")]
     for name in ("scan.xyz", "scan.pts", *pcds):  # the cloud of cloud.txt (intensity dropped)
         np.testing.assert_allclose(by_name[name].points, by_name["cloud.txt"].points, atol=1e-5)
+    for name in ("survey.las", "survey.laz"):  # far from the origin, in float64: the same
+        np.testing.assert_allclose(by_name[name].points, by_name["cloud.txt"].points, atol=1e-5)
+    assert (tmp_path / "survey.laz").stat().st_size < (tmp_path / "survey.las").stat().st_size
     for a, b in zip(torch_preds, onnx_preds, strict=True):
         assert a.points.shape == (NUM_POINTS, 3)
         assert np.linalg.norm(a.points, axis=1).max() == pytest.approx(1.0)  # normalised

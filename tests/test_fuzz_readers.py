@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from pcdistill.data.fileio import read_cloud_file, read_h5_set
 from pcdistill.errors import DataError
+from test_deploy_predict import write_las
 
 pypcd4 = pytest.importorskip("pypcd4")
 
@@ -36,6 +37,8 @@ def _valid(suffix: str, folder: Path) -> bytes:
         np.savetxt(path, CLOUD, header=str(len(CLOUD)), comments="")
     elif suffix == ".pcd":
         pypcd4.PointCloud.from_xyz_points(CLOUD).save(path)
+    elif suffix in (".las", ".laz"):
+        write_las(path, CLOUD.astype(np.float64))
     elif suffix == ".h5":
         with h5py.File(path, "w") as f:
             f["data"] = CLOUD[None]
@@ -60,7 +63,8 @@ def _mutate(data: bytes, kind: str, at: float, value: bytes) -> bytes:
     return data[:i] + value + data[i + len(value) :]  # overwrite a stretch
 
 
-SUFFIXES = [".npy", ".txt", ".xyz", ".pts", ".pcd", ".h5", ".off", ".ply", ".obj", ".stl"]
+SUFFIXES = [".npy", ".txt", ".xyz", ".pts", ".pcd", ".las", ".laz", ".h5", ".off", ".ply", ".obj",
+            ".stl"]  # fmt: skip
 
 
 @pytest.mark.parametrize("suffix", SUFFIXES)

@@ -193,7 +193,8 @@ def read_npy_cloud(
 
 TEXT_SUFFIXES = (".txt", ".xyz", ".pts")
 MESH_SUFFIXES = (".off", ".obj", ".ply", ".stl", ".glb")  # trimesh; a .ply may be points
-CLOUD_SUFFIXES = (".npy", ".pcd", *TEXT_SUFFIXES, *MESH_SUFFIXES)
+LIDAR_SUFFIXES = (".las", ".laz")
+CLOUD_SUFFIXES = (".npy", ".pcd", *LIDAR_SUFFIXES, *TEXT_SUFFIXES, *MESH_SUFFIXES)
 
 
 def read_pcd_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -222,6 +223,30 @@ def read_pcd_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return _split_columns(table, path, XYZ + NORMALS)
 
 
+def read_las_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Points of an ASPRS LAS or LAZ (compressed) file, through laspy with the lazrs backend
+    (the `formats` extra), relative to their centroid: georeferenced coordinates (a
+    UTM northing is ~5e6 m) keep only decimetres in float32, so the centroid is taken
+    off in float64 first. Every model input is centred and scaled anyway (the
+    checkpoint's input recipe), so nothing downstream depends on the offset."""
+    try:
+        import laspy
+    except ImportError:
+        raise DataError(f"{path}: reading {path.suffix} needs laspy: "
+                        "pip install 'pcdistill[formats]'") from None  # fmt: skip
+    try:
+        las = laspy.read(path)
+        xyz = np.stack([np.asarray(las.x), np.asarray(las.y), np.asarray(las.z)], axis=1)
+    except Exception as e:  # laspy raises what its header and point parsing hit
+        raise DataError(f"cannot read {path}: {type(e).__name__}: {_why(e)}") from None
+    if len(xyz) == 0:
+        raise DataError(f"{path}: no points")
+    if not np.isfinite(xyz).all():
+        raise DataError(f"{path}: non-finite coordinates")
+    xyz = xyz - xyz.mean(axis=0)
+    return _split_columns(xyz.astype(np.float32), path, XYZ)
+
+
 def read_cloud_file(
     path: Path,
     num_points: int | None,
@@ -242,6 +267,8 @@ def read_cloud_file(
         return read_npy_cloud(path, columns)
     if suffix == ".pcd":
         return read_pcd_cloud(path)
+    if suffix in LIDAR_SUFFIXES:
+        return read_las_cloud(path)
     if suffix in TEXT_SUFFIXES:
         return read_text_cloud(path, columns)
     return read_trimesh_cloud(path, num_points, seed)

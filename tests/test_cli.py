@@ -211,3 +211,22 @@ def test_runs_store_absolute_paths_take_overrides_after_flags_and_can_be_extende
     spe = len(steps) // 2
     # lr of the last step of epoch 1 came from the 1-epoch plan, the rest from the 2-epoch one
     assert steps[spe - 1]["lr"] < steps[spe]["lr"]
+
+
+def test_config_prints_every_key_with_its_default_and_meaning(capsys):
+    """`pcdistill config` (and --distill): every key of the schema, each documented."""
+    from pcdistill.distill.config import DistillConfig
+    from pcdistill.engine.config import describe_keys
+
+    rows = describe_keys(DistillConfig)
+    assert all(r["meaning"] for r in rows), [r["key"] for r in rows if not r["meaning"]]
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "teacher" not in out.split()
+    line = next(x for x in out.splitlines() if x.startswith("optim.lr "))
+    assert line.split()[:3] == ["optim.lr", "0.001", "float"]
+    assert main(["config", "--distill"]) == 0
+    out = capsys.readouterr().out
+    keys = [x.split()[0] for x in out.splitlines()[1:]]
+    assert keys == [r["key"] for r in rows]
+    assert "loss.nwsd.target" in keys and "netaug.expand" in keys

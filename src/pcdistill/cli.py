@@ -41,6 +41,20 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    """Every config key with its type, default and meaning (train's, or distill's)."""
+    from pcdistill.distill.config import DistillConfig
+    from pcdistill.engine.config import RunConfig, describe_keys
+
+    rows = describe_keys(DistillConfig if args.distill else RunConfig)
+    width = max(len(r["key"]) for r in rows)
+    print(f"{'key':<{width}}  {'default':<24}  {'type':<22}  meaning")
+    for r in rows:
+        default = r["default"] if len(r["default"]) <= 24 else r["default"][:21] + "..."
+        print(f"{r['key']:<{width}}  {default:<24}  {r['type']:<22}  {r['meaning']}")
+    return 0
+
+
 def _run_config(args: argparse.Namespace, schema):
     """The config of a new run (--config + overrides) or of the run to resume."""
     from pcdistill.engine.config import load_config, validate_config
@@ -429,6 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=40, help="number of classes (default 40)")
     p.set_defaults(func=_cmd_models)
 
+    p = sub.add_parser("config", help="every config key: type, default, meaning")
+    p.add_argument("--distill", action="store_true",
+                   help="the distill schema: teacher, records, loss terms, netaug")  # fmt: skip
+    p.set_defaults(func=_cmd_config)
+
     for name, func, what, folder, example in (
         ("train", _cmd_train, "train a model", "configs/", "optim.lr=0.01"),
         ("distill", _cmd_distill, "distil a student", "configs/distill/", "loss.kd.alpha=0.5"),
@@ -685,3 +704,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pcdistill: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head`: stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -20,36 +20,55 @@ from pcdistill.engine.config import InputPath, RunConfig, Section
 
 
 class KDTerm(Section):
-    alpha: float = Field(0.9, ge=0, le=1)  # KD's share: loss = (1 - alpha) CE + alpha KD
-    tau: float = Field(4.0, gt=0)
+    alpha: float = Field(
+        0.9, ge=0, le=1, description=("KD's share: loss = (1 - alpha) CE + alpha KD")
+    )
+    tau: float = Field(4.0, gt=0, description="softmax temperature (the KD term is x tau^2)")
 
 
 class DKDTerm(Section):
-    weight: float = Field(1.0, ge=0)
-    alpha: float = Field(1.0, ge=0)
-    beta: float = Field(8.0, ge=0)
-    tau: float = Field(4.0, gt=0)
+    weight: float = Field(1.0, ge=0, description="weight of the DKD term")
+    alpha: float = Field(1.0, ge=0, description="weight of target-class KD (TCKD)")
+    beta: float = Field(8.0, ge=0, description="weight of non-target-class KD (NCKD)")
+    tau: float = Field(4.0, gt=0, description="softmax temperature")
 
 
 class FitNetTerm(Section):
-    weight: float = Field(1.0, ge=0)
+    weight: float = Field(
+        1.0,
+        ge=0,
+        description=("weight of the global-feature regression (offline: needs record --features)"),
+    )
 
 
 class FADTerm(Section):
-    lam: float = Field(0.1, ge=0)
-    critic: Literal["mlp", "teacher_head"] = "mlp"
-    d_hidden: int = Field(256, ge=1)
-    d_lr: float = Field(1e-4, gt=0)
+    lam: float = Field(0.1, ge=0, description="weight of the adversarial feature term")
+    critic: Literal["mlp", "teacher_head"] = Field(
+        "mlp", description=("the discriminator: a small MLP, or the teacher's own head")
+    )
+    d_hidden: int = Field(256, ge=1, description="the MLP critic's hidden width")
+    d_lr: float = Field(1e-4, gt=0, description="the critic's learning rate")
 
 
 class NWSDTerm(Section):
-    beta: float = Field(0.1, ge=0)
-    tau: float | None = Field(None, gt=0)  # default: the KD temperature (4 without KD)
-    clip: float = Field(2.0, gt=0)
-    warmup: float = Field(0.1, ge=0, le=1)  # fractions of the run
-    decay_start: float = Field(0.5, ge=0, le=1)
-    target: Literal["copy", "ema"] = "copy"  # previous prediction per recorded copy, or EMA
-    ema_decay: float = Field(0.999, gt=0, lt=1)
+    beta: float = Field(0.1, ge=0, description="peak weight of the negative self-distillation")
+    tau: float | None = Field(
+        None, gt=0, description=("temperature; null: the KD temperature (4 without KD)")
+    )
+    clip: float = Field(2.0, gt=0, description="per-sample clip of the tau^2-scaled divergence")
+    warmup: float = Field(
+        0.1, ge=0, le=1, description=("fraction of the run over which beta ramps up")
+    )
+    decay_start: float = Field(
+        0.5, ge=0, le=1, description=("fraction of the run after which beta decays to 0")
+    )
+    target: Literal["copy", "ema"] = Field(
+        "copy",
+        description=(
+            "the stale target: the previous prediction per recorded copy, or an EMA model"
+        ),
+    )
+    ema_decay: float = Field(0.999, gt=0, lt=1, description="the EMA model's decay")
 
     @model_validator(mode="after")
     def _ordered(self) -> NWSDTerm:
@@ -60,19 +79,28 @@ class NWSDTerm(Section):
 
 
 class LossConfig(Section):
-    ce_weight: float | None = Field(None, ge=0)  # default: 1 - kd.alpha with KD, else 1
-    kd: KDTerm | None = None
-    dkd: DKDTerm | None = None
-    fitnet: FitNetTerm | None = None
-    fad: FADTerm | None = None
-    nwsd: NWSDTerm | None = None
+    ce_weight: float | None = Field(
+        None, ge=0, description=("cross-entropy weight; null: 1 - kd.alpha with KD, else 1")
+    )
+    kd: KDTerm | None = Field(None, description="Hinton KD on the teacher's logits")
+    dkd: DKDTerm | None = Field(None, description="decoupled KD (Zhao et al. 2022)")
+    fitnet: FitNetTerm | None = Field(None, description="FitNet on the global features")
+    fad: FADTerm | None = Field(None, description="feature adversarial distillation")
+    nwsd: NWSDTerm | None = Field(None, description="negative-weight self-distillation")
 
 
 class NetAugConfig(Section):
-    epochs: int = Field(1, ge=1)
-    expand: list[float] = Field(default_factory=lambda: [2.0, 3.0])  # widths × the tiny one
-    widen_until: float = Field(0.5, ge=0, le=1)  # fraction of stage 1 with a wide sub-network
-    bn_batches: int = Field(50, ge=1)  # batches for the tiny model's BatchNorm re-estimation
+    epochs: int = Field(1, ge=1, description="epochs of the network-augmentation stage")
+    expand: list[float] = Field(
+        default_factory=lambda: [2.0, 3.0],
+        description=("supernet widths, as multiples of the tiny model's"),
+    )
+    widen_until: float = Field(
+        0.5, ge=0, le=1, description=("fraction of stage 1 that also trains a wide sub-network")
+    )
+    bn_batches: int = Field(
+        50, ge=1, description=("batches for the tiny model's BatchNorm re-estimation")
+    )
 
     @model_validator(mode="after")
     def _widths(self) -> NetAugConfig:
@@ -82,10 +110,19 @@ class NetAugConfig(Section):
 
 
 class DistillConfig(RunConfig):
-    teacher: InputPath | None = None  # teacher checkpoint, run live unless records are given
-    records: InputPath | None = None  # folder of record shards from `pcdistill record`
+    teacher: InputPath | None = Field(
+        None, description=("teacher checkpoint or shipped key, run live unless records are given")
+    )
+    records: InputPath | None = Field(
+        None,
+        description=(
+            "folder of record shards from `pcdistill record` (offline: no teacher in memory)"
+        ),
+    )
     loss: LossConfig = Field(default_factory=LossConfig)
-    netaug: NetAugConfig | None = None
+    netaug: NetAugConfig | None = Field(
+        None, description=("T3DNet's network-augmentation stage before the distillation stage")
+    )
 
     @model_validator(mode="after")
     def _sources(self) -> DistillConfig:

@@ -6,9 +6,11 @@ path (`optim.lr`) and what was expected, before any work starts.
 
 from __future__ import annotations
 
+import json
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -43,32 +45,79 @@ OutputPath = Annotated[str, AfterValidator(lambda v: str(Path(v).expanduser().re
 
 
 class DataConfig(Section):
-    root: InputPath = "builtin"
-    format: str = "auto"
-    # the files' up axis; None: the format's own (modelnet_resampled y, others z). Every
-    # cloud is rotated into the z-up frame on read, so models and augmentations see z up.
-    up_axis: Literal["x", "y", "z"] | None = None
-    # class folders' table files (.txt/.xyz/.pts/.npy): column names, comma separated, e.g.
-    # "x,y,z,i" or "x,y,z,nx,ny,nz,label"; None: 3 columns xyz, 6 xyz + unit normals.
-    columns: str | None = None
-    num_points: int = Field(1024, ge=1)
-    sampling: Literal["first", "random", "fps"] = "first"
-    classes: str | list[str] | None = None
-    normalize: bool = False
-    fps_order: bool = False
-    # Fraction of the train split held out (stratified, seeded) to pick best.pt; the test
-    # split is never used to select anything.
-    val_fraction: float = Field(0.0, ge=0, lt=1)
-    # Shape-level augmentation as ShapeAugment specs, e.g. [{name: translate, shift: 0.2}].
+    root: InputPath = Field(
+        "builtin",
+        description=(
+            "dataset folder or file (format by `format`), or `builtin` (the small bundled cut)"
+        ),
+    )
+    format: str = Field(
+        "auto",
+        description=("modelnet_h5, modelnet_resampled, scanobjectnn, folders, or auto (detected)"),
+    )
+    # Every cloud is rotated into the z-up frame on read, so models and augmentations
+    # see z up.
+    up_axis: Literal["x", "y", "z"] | None = Field(
+        None,
+        description=("the files' up axis; null: the format's own (modelnet_resampled y, others z)"),
+    )
+    columns: str | None = Field(
+        None,
+        description=(
+            "column names of table files (.txt/.xyz/.pts/.npy), comma separated, e.g. x,y,z,i "
+            "or x,y,z,nx,ny,nz,label; null: 3 columns xyz, 6 xyz + unit normals"
+        ),
+    )
+    num_points: int = Field(1024, ge=1, description="points per cloud given to the model")
+    sampling: Literal["first", "random", "fps"] = Field(
+        "first", description=("how num_points are picked from a larger cloud")
+    )
+    classes: str | list[str] | None = Field(
+        None, description=("a subset of classes: a list of names, or modelnet10; null: all")
+    )
+    normalize: bool = Field(
+        False,
+        description=(
+            "centre each cloud and scale it into the unit sphere (recorded in checkpoints)"
+        ),
+    )
+    fps_order: bool = Field(
+        False,
+        description=(
+            "store every cloud in farthest-point order (with model.kwargs.fps_ordered: "
+            "FPS becomes a prefix)"
+        ),
+    )
+    val_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description=(
+            "fraction of the train split held out (stratified, seeded) to pick best.pt; the "
+            "test split never selects anything"
+        ),
+    )
     shape_augment: list[dict[str, Any]] = Field(
         default_factory=lambda: [
             {"name": "anisotropic_scale", "low": 2 / 3, "high": 3 / 2},
             {"name": "translate", "shift": 0.2},
-        ]
+        ],
+        description="shape-level augmentation as ShapeAugment specs (what `record` records)",
     )
-    jitter: float = Field(0.0, ge=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    shuffle: bool = False
+    jitter: float = Field(
+        0.0,
+        ge=0,
+        description=("std of the Gaussian noise added to every coordinate (clipped at 5 std)"),
+    )
+    dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description=(
+            "max fraction of points dropped per cloud (PointNet++'s random input dropout)"
+        ),
+    )
+    shuffle: bool = Field(False, description="shuffle each cloud's point order per step")
 
     @field_validator("columns")
     @classmethod
@@ -81,44 +130,64 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    name: str = "pointnet2_ssg"
-    width: float = Field(1.0, gt=0)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field("pointnet2_ssg", description="zoo model (pcdistill models lists them)")
+    width: float = Field(1.0, gt=0, description="channel width multiplier (T3DNet's tiny: 0.125)")
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description=("further model arguments, e.g. {in_features: 3, fps_ordered: true}"),
+    )
 
 
 class OptimConfig(Section):
-    name: Literal["sgd", "adam", "adamw"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
+    name: Literal["sgd", "adam", "adamw"] = Field("adamw", description="optimizer")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(1e-4, ge=0, description="weight decay")
+    momentum: float = Field(0.9, ge=0, lt=1, description="momentum (sgd only)")
 
 
 class SchedConfig(Section):
-    name: Literal["none", "cosine", "step", "onecycle"] = "cosine"
-    step_size: int = Field(20, ge=1)  # epochs, for `step`
-    gamma: float = Field(0.7, gt=0, le=1)  # `step`'s decay factor per step_size epochs
-    min_lr: float = Field(0.0, ge=0)
-    warmup_epochs: int = Field(0, ge=0)
+    name: Literal["none", "cosine", "step", "onecycle"] = Field(
+        "cosine", description=("learning-rate schedule over the run's steps")
+    )
+    step_size: int = Field(20, ge=1, description="epochs between decays (step)")
+    gamma: float = Field(0.7, gt=0, le=1, description="decay factor per step_size epochs (step)")
+    min_lr: float = Field(0.0, ge=0, description="the schedule's floor")
+    warmup_epochs: int = Field(0, ge=0, description="linear warm-up epochs before the schedule")
 
 
 class TrainConfig(Section):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(32, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    grad_clip: float | None = Field(None, gt=0)
-    amp: bool = False
-    device: str = "auto"
-    vote: int = Field(0, ge=0)  # extra augmented copies averaged at evaluation
+    epochs: int = Field(10, ge=1, description="epochs (a finished run extends with --resume)")
+    batch_size: int = Field(32, ge=1, description="training batch (global under torchrun)")
+    eval_batch_size: int = Field(64, ge=1, description="evaluation batch")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="cross-entropy label smoothing")
+    grad_clip: float | None = Field(None, gt=0, description="max gradient norm; null: none")
+    amp: bool = Field(False, description="mixed precision (CUDA)")
+    device: str = Field("auto", description="auto, cpu, mps or cuda[:N]")
+    vote: int = Field(0, ge=0, description="extra augmented copies averaged at evaluation")
     checkpoint_every: int = Field(
-        0, ge=0
-    )  # steps between mid-epoch checkpoints, 0 = epoch ends only
-    # ... and at the first step after this many minutes without one (0: off), so a kill
-    # loses at most a few minutes of a long epoch whatever its steps cost
-    checkpoint_minutes: float = Field(5.0, ge=0)
-    threads: int | None = Field(None, ge=1)
-    # Under torchrun: BatchNorm statistics over the global batch instead of each rank's slice.
-    sync_bn: bool = False
+        0,
+        ge=0,
+        description=(
+            "steps between mid-epoch checkpoints; 0: epoch ends (and checkpoint_minutes) only"
+        ),
+    )
+    checkpoint_minutes: float = Field(
+        5.0,
+        ge=0,
+        description=(
+            "also checkpoint at the first step after this many minutes without one (0: off), "
+            "so a kill loses minutes, not an epoch"
+        ),
+    )
+    threads: int | None = Field(
+        None, ge=1, description=("CPU threads (torch and the point kernels); null: torch's default")
+    )
+    sync_bn: bool = Field(
+        False,
+        description=(
+            "under torchrun: BatchNorm statistics over the global batch, not each rank's slice"
+        ),
+    )
 
     @field_validator("device")
     @classmethod
@@ -129,8 +198,8 @@ class TrainConfig(Section):
 
 
 class RunConfig(Section):
-    seed: int = 0
-    out: OutputPath = "runs/default"
+    seed: int = Field(0, description="seeds every random draw (per epoch and step)")
+    out: OutputPath = Field("runs/default", description="run folder (stored absolute)")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -239,6 +308,44 @@ def validate_config(tree: dict[str, Any], schema: type[RunConfig], source: str) 
         return schema.model_validate(tree)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source, schema)) from None
+
+
+def describe_keys(schema: type[BaseModel] = RunConfig, prefix: str = "") -> list[dict[str, str]]:
+    """Every key of `schema` as {key, type, default, meaning}, sections expanded; an
+    optional section (a loss term, netaug) is listed as off by default, then its keys."""
+    rows = []
+    for name, field in schema.model_fields.items():
+        key = f"{prefix}{name}"
+        args = get_args(field.annotation)
+        sections = [t for t in (field.annotation, *args)
+                    if isinstance(t, type) and issubclass(t, Section)]  # fmt: skip
+        if sections:
+            if type(None) in args:
+                rows.append({"key": key, "type": "section", "default": "off (null)",
+                             "meaning": field.description or ""})  # fmt: skip
+            rows += describe_keys(sections[0], f"{key}.")
+            continue
+        default = json.dumps(field.get_default(call_default_factory=True))
+        meaning = field.description or ""
+        rows.append({"key": key, "type": _type_name(field.annotation), "default": default,
+                     "meaning": meaning})  # fmt: skip
+    return rows
+
+
+def _type_name(annotation: Any) -> str:
+    """int, float, list[float], mapping, a|b|c for a Literal, '| null' where None is allowed."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return "|".join(map(str, args))
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin in (Union, UnionType):
+        return " | ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin is list:
+        return f"list[{_type_name(args[0])}]" if args else "list"
+    if origin is dict:
+        return "mapping"
+    return getattr(annotation, "__name__", str(annotation))
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -230,3 +230,46 @@ def test_config_prints_every_key_with_its_default_and_meaning(capsys):
     keys = [x.split()[0] for x in out.splitlines()[1:]]
     assert keys == [r["key"] for r in rows]
     assert "loss.nwsd.target" in keys and "netaug.expand" in keys
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["train", "out={bad}", "--quiet"], "out"),
+        (["distill", "--config", "configs/distill/scratch.yaml", "out={bad}"], "out"),
+        (
+            [
+                "record",
+                "--teacher",
+                "pointnet2_ssg.modelnet40",
+                "--data",
+                "builtin",
+                "--copies",
+                "1",
+                "--out",
+                "{bad}",
+            ],
+            "--out",
+        ),
+        (["report", "{runs}", "--out", "{bad}"], "--out"),
+        (["demo", "--out", "{bad}"], "--out"),
+        (["compress", "--data", "{runs}", "--out", "{bad}"], "--out"),
+        (["export", "pointnet2_ssg.modelnet40", "--out", "{bad}/m.onnx"], "--out"),
+        (["quantize", "pointnet2_ssg.modelnet40", "--out", "{bad}/m.onnx"], "--out"),
+        (["snapshot", "{runs}", "{bad}/s.pt"], "snapshot FILE"),
+    ],
+    ids=lambda v: v[0] if isinstance(v, list) else None,
+)
+def test_every_output_under_a_file_is_refused_before_any_work(tmp_path, capsys, argv, option):
+    """Each command's output (folder or file) where a parent must be a folder but is a
+    file: one line naming the option and the path, exit 2, and nothing else done."""
+    blocker = tmp_path / "taken.txt"
+    blocker.write_text("a file")
+    bad = blocker / "sub"
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    args = [a.format(bad=bad, runs=runs) for a in argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"pcdistill: error: {option} {bad}") and "is a file" in err, err
+    assert "\n" not in err and sorted(p.name for p in tmp_path.iterdir()) == ["runs", "taken.txt"]

@@ -30,16 +30,31 @@ def temp_beside(path: Path) -> Path:
     return Path(tmp)
 
 
-def check_output(path: str | Path, option: str, suffixes: tuple[str, ...]) -> None:
+def check_output(path: str | Path, option: str, suffixes: tuple[str, ...] | None) -> None:
     """Refuse an output file that cannot be written as asked, before any work: wrong
-    suffix, a folder, a file where a parent folder must be, or a place not writable."""
+    suffix (unless `suffixes` is None), a folder, a file where a parent folder must be,
+    or a place not writable."""
     path = Path(path)
-    if path.suffix.lower() not in suffixes:
+    if suffixes is not None and path.suffix.lower() not in suffixes:
         raise ConfigError(f"{option} {path}: name a {' or '.join(suffixes)} file")
     if path.is_dir():
         raise ConfigError(f"{option} {path} is a folder; name the file to write")
-    parent = next((q for q in path.absolute().parents if q.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise ConfigError(f"{option} {path}: {parent} is a file, not a folder")
-    if parent is not None and not os.access(parent, os.W_OK):  # a read-only mount too
-        raise ConfigError(f"{option} {path}: {parent} is not writable")
+    _check_place(path, path.absolute().parents, option)
+
+
+def check_output_dir(path: str | Path, option: str) -> None:
+    """Refuse an output folder that cannot be made or written, before any work: a file
+    where it or one of its parents must be, or a place not writable."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path} is a file, not a folder")
+    _check_place(path, (path.absolute(), *path.absolute().parents), option)
+
+
+def _check_place(path: Path, candidates, option: str) -> None:
+    """The first existing folder of `candidates` must be a folder and writable."""
+    here = next((q for q in candidates if q.exists()), None)
+    if here is not None and not here.is_dir():
+        raise ConfigError(f"{option} {path}: {here} is a file, not a folder")
+    if here is not None and not os.access(here, os.W_OK):  # a read-only mount too
+        raise ConfigError(f"{option} {path}: {here} is not writable")

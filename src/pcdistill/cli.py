@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pcdistill import __version__
+from pcdistill.atomic import check_output, check_output_dir
 from pcdistill.errors import ConfigError, DataError, Interrupted, PcdistillError
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from pcdistill.engine.run import build_trainer
 
     cfg = _run_config(args, RunConfig)
+    check_output_dir(cfg.out, "out")
     _print_summary(cfg, build_trainer(cfg, quiet=args.quiet).fit(resume=_resume_from(args)))
     return 0
 
@@ -112,13 +114,13 @@ def _cmd_distill(args: argparse.Namespace) -> int:
             "(every stage), not from one file"
         )
     cfg = _run_config(args, DistillConfig)
+    check_output_dir(cfg.out, "out")
     _print_summary(cfg, run_distill(cfg, quiet=args.quiet, resume=bool(args.resume)))
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate a checkpoint on a dataset split (its own data settings by default)."""
-    from pcdistill.atomic import check_output
     from pcdistill.engine.device import pick_device
     from pcdistill.engine.evaluate import evaluate_set
     from pcdistill.engine.run import checkpoint_and_data
@@ -185,6 +187,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
     from pcdistill.records.record import record_teacher
     from pcdistill.transforms import ShapeAugment, default_shape_augment
 
+    check_output_dir(args.out, "--out")
     shard, num_shards = args.shard, args.num_shards
     if shard >= num_shards:
         raise ConfigError(f"--shard {shard} must be below --num-shards {num_shards}")
@@ -221,6 +224,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     """The whole path for a dataset: teacher, records, tiny student, ONNX, int8, report."""
     from pcdistill.compress import compress
 
+    check_output_dir(args.out, "--out")
     compress(args.data, args.out, teacher=args.teacher, recipe=args.recipe,
              teacher_model=args.teacher_model, teacher_width=args.teacher_width,
              teacher_epochs=args.teacher_epochs, epochs=args.epochs,
@@ -235,6 +239,7 @@ def _cmd_snapshot(args: argparse.Namespace) -> int:
     """A run's progress without optimizer state, small enough to keep; resumable as a restart."""
     from pcdistill.engine.checkpoint import write_snapshot
 
+    check_output(args.out, "snapshot FILE", (".pt",))
     snap = write_snapshot(args.run, args.out)
     size = Path(args.out).stat().st_size
     print(
@@ -249,6 +254,8 @@ def _cmd_ship(args: argparse.Namespace) -> int:
     """Add a trained checkpoint to the shipped weights, with its accuracy measured here."""
     from pcdistill.deploy.ship import ship_checkpoint
 
+    if args.into:
+        check_output_dir(args.into, "--into")
     row = ship_checkpoint(args.checkpoint, args.tag, args.command,
                           Path(args.into) if args.into else None, args.notes)  # fmt: skip
     t, t32 = row["test"], row["test_float32"]
@@ -265,6 +272,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     """The quickstart: teacher, tiny student by KD, side-by-side table."""
     from pcdistill.demo import run_demo
 
+    check_output_dir(args.out, "--out")
     run_demo(Path(args.out), data=args.data, teacher_epochs=args.teacher_epochs,
              student_epochs=args.student_epochs, seed=args.seed, quiet=args.quiet)  # fmt: skip
     return 0
@@ -274,6 +282,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     """Markdown report with PNG plots for one or more run folders."""
     from pcdistill.report import write_report
 
+    check_output_dir(args.out, "--out")
     print(write_report(args.runs, args.out))
     return 0
 
@@ -304,7 +313,6 @@ def _columns(spec: str) -> tuple[str, ...]:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     """Top-k classes of point-cloud or mesh files, with a checkpoint or an ONNX file."""
-    from pcdistill.atomic import check_output
     from pcdistill.deploy.predict import (
         plot_predictions,
         predict_files,

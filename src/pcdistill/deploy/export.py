@@ -233,8 +233,12 @@ def spread(n: int, k: int | None) -> np.ndarray:
 def check_onnx_output(out: Path, source: str | Path, force: bool = False) -> None:
     """Refuse, before any work, an output that would destroy something: the command's own
     input or a folder, always; any other existing file unless `force` (`--force`), as
-    train and record refuse an existing run or shard."""
+    train and record refuse an existing run or shard; and one that cannot be written (a
+    file where a parent folder must be, a read-only place)."""
     if not out.exists():
+        from pcdistill.atomic import check_output
+
+        check_output(out, "--out", None)
         return
     if Path(source).exists() and out.resolve() == Path(source).resolve():
         raise ConfigError(f"--out {out} is the input checkpoint; write the graph elsewhere")

@@ -141,14 +141,18 @@ def _deploy_and_report(out: Path, teacher: str, student: str, data: str, threads
     if not (out / "student_int8.onnx").is_file():
         report = quantize_checkpoint(student, out / "student_int8.onnx", data=None)
         (out / "int8.json").write_text(json.dumps(vars(report), indent=1) + "\n")
+    shipped = _shipped_twin(student)
+    sources = [teacher, student, *([shipped] if shipped else [])]
     if not (out / "profile.json").is_file():
-        rows = profile_models([teacher, student], threads=threads, repeats=10, batches=(1,))
+        rows = profile_models(sources, threads=threads, repeats=10, batches=(1,))
         (out / "profile.json").write_text(json.dumps(rows, indent=1) + "\n")
     rows = json.loads((out / "profile.json").read_text())
     runs = [d for d in (out / "teacher", out / "student") if (d / "metrics.jsonl").is_file()]
     write_report(runs, out / "report")
     accuracy = {"teacher": _test_accuracy(teacher, out / "teacher", data),
                 "student": _test_accuracy(student, out / "student", data)}  # fmt: skip
+    if shipped and any(r["source"] == shipped for r in rows):
+        accuracy["shipped student"] = _test_accuracy(shipped, out / "shipped", data)
     table = _table(rows, accuracy, threads)
     (out / "summary.md").write_text(table)
     int8 = json.loads((out / "int8.json").read_text())
@@ -156,6 +160,20 @@ def _deploy_and_report(out: Path, teacher: str, student: str, data: str, threads
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(table)
     return summary
+
+
+def _shipped_twin(student: str) -> str | None:
+    """The shipped, fully trained ModelNet40 entry of the student's architecture, when one
+    ships and the student has its classes: the table shows what a full budget gives."""
+    from pcdistill.engine.checkpoint import load_checkpoint
+    from pcdistill.models import pretrained
+
+    ckpt = load_checkpoint(student)
+    spec = ckpt["model"]
+    key = pretrained.entry_key(spec["name"], spec["width"], "modelnet40")
+    entry = pretrained.manifest().get(key)
+    same = entry is not None and list(entry["class_names"]) == list(ckpt["class_names"])
+    return key if same else None
 
 
 def _test_accuracy(ckpt: str, run: Path, data: str) -> dict[str, float]:
@@ -182,7 +200,8 @@ def _table(rows: list[dict], accuracy: dict, threads: int) -> str:
         "int8 | file KB torch / onnx / int8 |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for role, source in zip(("teacher", "student"), sources, strict=True):
+    roles = ("teacher", "student", "shipped student")[: len(sources)]
+    for role, source in zip(roles, sources, strict=True):
         r = {rt: by[(source, rt)] for rt in ("torch", "onnx", "int8")}
         acc = accuracy[role]
         ms = " / ".join(f"{r[rt]['b1_median_ms']:.1f}" for rt in r)

@@ -273,3 +273,16 @@ def test_every_output_under_a_file_is_refused_before_any_work(tmp_path, capsys, 
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"pcdistill: error: {option} {bad}") and "is a file" in err, err
     assert "\n" not in err and sorted(p.name for p in tmp_path.iterdir()) == ["runs", "taken.txt"]
+
+
+def test_every_option_of_every_command_has_help_text():
+    import argparse
+
+    from pcdistill.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {a.option_strings or a.dest}"
+               for name, sub in commands.choices.items() for a in sub._actions
+               if not a.help and not isinstance(a, argparse._HelpAction)]  # fmt: skip
+    assert not missing

@@ -213,6 +213,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
         teacher, ckpt["model"], data, aug, args.copies, args.out, seed=args.seed,
         batch_size=args.batch_size, shard=shard, num_shards=num_shards,
         features=args.features, device=device, progress=sys.stderr.isatty(),
+        rows_per_chunk=args.chunk_rows,
     )  # fmt: skip
     size = path.stat().st_size
     copies = len(data) * args.copies / num_shards
@@ -532,6 +533,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--shard", type=_int_at_least(0), default=0, help="this worker's shard index")
     p.add_argument("--num-shards", type=_int_at_least(1), default=1, help="shards in all")
+    p.add_argument(
+        "--chunk-rows", type=_int_at_least(1), default=8192,
+        help="rows per chunk written to OUT/records-...h5.partial/ (memory held; what a kill "
+        "loses; a resume must use the same value; default 8192)",
+    )  # fmt: skip
     p.add_argument("--device", type=_device, default="auto", help="auto, cpu, mps, cuda[:N]")
     p.set_defaults(func=_cmd_record)
 

@@ -60,7 +60,7 @@ def compress(
         out / "teacher", teacher_model, teacher_width, teacher_epochs, common, quiet
     )
     tree = yaml.safe_load((CONFIGS / "distill" / f"{recipe}.yaml").read_text())
-    student = [f"out={out / 'student'}", *common]
+    student = [f"out={out / 'student'}", *common, *_as_the_teacher_reads(teacher_ref, data)]
     student += [f"train.epochs={epochs}"] if epochs else []
     if "teacher" in tree:
         student.append(f"teacher={teacher_ref}")
@@ -69,6 +69,17 @@ def compress(
         student.append(f"records={records}")
     ckpt = _train_student(out / "student", recipe, student + list(overrides or []), quiet)
     return _deploy_and_report(out, teacher_ref, ckpt, data, threads or 1)
+
+
+def _as_the_teacher_reads(teacher: str, data: str) -> list[str]:
+    """Overrides that make the student read `data` as the teacher does (records hold the
+    teacher's outputs on those clouds and are checked by their fingerprint): normalised
+    when the teacher was trained on another dataset and normalises its inputs."""
+    from pcdistill.engine.checkpoint import load_checkpoint
+    from pcdistill.engine.run import data_config
+
+    normalize = data_config(load_checkpoint(teacher), data).data.normalize
+    return ["data.normalize=true"] if normalize else []
 
 
 def _check_settings(out: Path, settings: dict) -> None:

@@ -39,16 +39,7 @@ def checkpoint_and_data(
     """A checkpoint's model, raw checkpoint and config, plus `split` of the dataset it was
     trained on (or of `data_root`), refusing a dataset with other classes."""
     model, ckpt = build_from_checkpoint(path)
-    # Distillation runs store a larger config; the data and model sections are what count here.
-    cfg = RunConfig.model_validate(
-        {k: v for k, v in ckpt["config"].items() if k in RunConfig.model_fields}
-    )
-    if data_root and data_root != cfg.data.root:
-        cfg.data.root = data_root
-        # that dataset's own layout and frame, made z up
-        cfg.data.format, cfg.data.up_axis, cfg.data.columns = "auto", None, None
-        if inference_normalize(ckpt):  # another dataset, in its own units: as trained
-            cfg.data.normalize = True
+    cfg = data_config(ckpt, data_root)
     data = load_set(cfg, split)
     if list(data.class_names) != list(ckpt["class_names"]):
         raise ConfigError(
@@ -56,6 +47,22 @@ def checkpoint_and_data(
             f"trained on {list(ckpt['class_names'])[:5]}..."
         )
     return model, ckpt, cfg, data
+
+
+def data_config(ckpt: dict, data_root: str | None = None) -> RunConfig:
+    """The config a checkpoint reads data with: its own, or `data_root` in that dataset's
+    own layout and frame, normalised as the model was trained (another dataset comes in
+    its own units). A student taught by this model must read the data the same way."""
+    # Distillation runs store a larger config; the data and model sections are what count here.
+    cfg = RunConfig.model_validate(
+        {k: v for k, v in ckpt["config"].items() if k in RunConfig.model_fields}
+    )
+    if data_root and data_root != cfg.data.root:
+        cfg.data.root = data_root
+        cfg.data.format, cfg.data.up_axis, cfg.data.columns = "auto", None, None
+        if inference_normalize(ckpt):
+            cfg.data.normalize = True
+    return cfg
 
 
 def load_splits(cfg: RunConfig) -> tuple[Split, Split | None, Split, str]:

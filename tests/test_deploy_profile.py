@@ -53,3 +53,13 @@ def test_flops_are_the_architectures_on_the_fast_path_too():
 
     flops = count_flops(create_model("pointnet2_msg", width=0.125), torch.rand(1, 1024, 3))
     assert 128.0e6 < flops < 128.5e6
+
+
+def test_profile_takes_a_shipped_key_and_counts_its_weights_file():
+    from pcdistill.models import pretrained
+
+    key = "pointnet2_ssg.modelnet40"
+    entry = pretrained.manifest()[key]
+    (row,) = profile_models([key], runtimes=("torch",), batches=(1,), repeats=1)
+    assert row["source"] == key and row["params"] == entry["params"]
+    assert row["file_bytes"] == entry["bytes"]

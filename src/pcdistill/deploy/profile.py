@@ -171,11 +171,15 @@ def profile_models(
     rows = []
     with tempfile.TemporaryDirectory(prefix="pcdistill-profile-") as tmp:
         for i, source in enumerate(sources):
-            is_ckpt = source.endswith(".pt") or source in pretrained.manifest()
-            files = {"torch": Path(source) if is_ckpt else None}
-            if files["torch"] is None:
-                files["torch"] = _zoo_checkpoint(Path(tmp) / f"{i}.pt", source, width, num_points)
-            model, ckpt = build_from_checkpoint(files["torch"])
+            shipped = pretrained.manifest().get(source)
+            if shipped is not None:  # its weights file is what it costs on disk
+                files = {"torch": pretrained.WEIGHTS_DIR / shipped["file"]}
+            elif source.endswith(".pt"):
+                files = {"torch": Path(source)}
+            else:
+                files = {"torch": _zoo_checkpoint(Path(tmp) / f"{i}.pt", source, width, num_points)}
+            load = source if shipped else str(files["torch"])  # what build_from_checkpoint takes
+            model, ckpt = build_from_checkpoint(load)
             n = ckpt["config"]["data"]["num_points"]
             builtin = builtin_dataset("test", num_points=n)
             points = builtin.points[: max(batches)]  # timing: any real clouds will do
@@ -184,7 +188,7 @@ def profile_models(
                 # parity on the built-in shapes where the classes are ModelNet40's, else
                 # on the checkpoint's own test split
                 own = list(ckpt["class_names"]) != list(builtin.class_names)
-                export_onnx(files["torch"], files["onnx"], data=None if own else "builtin",
+                export_onnx(load, files["onnx"], data=None if own else "builtin",
                             samples=8)  # fmt: skip
             if "int8" in runtimes:
                 files["int8"] = Path(tmp) / f"{i}_int8.onnx"
@@ -192,7 +196,8 @@ def profile_models(
             flops = count_flops(model, torch.from_numpy(points[:1]))
             for runtime in runtimes:
                 with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-                    job = (runtime, str(files[runtime]), points, threads, repeats, batches)
+                    path = load if runtime == "torch" else str(files[runtime])
+                    job = (runtime, path, points, threads, repeats, batches)
                     timing = pool.submit(_measure, *job).result()
                 rows.append({
                     "model": f"{ckpt['model']['name']} x{ckpt['model']['width']:g}",

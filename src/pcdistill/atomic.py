@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pcdistill.errors import ConfigError
@@ -28,6 +30,19 @@ def temp_beside(path: Path) -> Path:
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())
     return Path(tmp)
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temp file beside `path` for the block to write; renamed over `path` when the block
+    ends, removed if it raises: a kill at any moment leaves the old file or the new one."""
+    tmp = temp_beside(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def check_output(path: str | Path, option: str, suffixes: tuple[str, ...] | None) -> None:

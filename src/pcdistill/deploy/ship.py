@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pcdistill.atomic import temp_beside
+from pcdistill.atomic import replacing
 from pcdistill.models import pretrained
 
 FLOAT16_TOLERANCE = 0.001  # test OA, i.e. 2 of ModelNet40's 2,468 test shapes
@@ -80,9 +80,8 @@ def ship_checkpoint(
     }
     into.mkdir(parents=True, exist_ok=True)
     file = f"{key}.safetensors"
-    tmp = temp_beside(into / file)  # safetensors' own writer leaves the file 0600
-    tmp.write_bytes(save(state, metadata={"key": key}))
-    os.replace(tmp, into / file)
+    with replacing(into / file) as tmp:  # safetensors' own writer leaves the file 0600
+        tmp.write_bytes(save(state, metadata={"key": key}))
     test_of = {k: v for k, v in stored["test"].items() if k != "predictions"}
     row = {
         "key": key, "file": file, "sha256": pretrained.sha256(into / file),

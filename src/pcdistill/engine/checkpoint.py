@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pcdistill.atomic import temp_beside
+from pcdistill.atomic import replacing
 from pcdistill.errors import ModelError
 
 FORMAT = "pcdistill-checkpoint"
@@ -27,17 +27,10 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
     A kill at any moment leaves either the old file or the new one, never half of one.
     """
-    path = Path(path)
-    tmp = temp_beside(path)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(Path(path)) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def model_spec(name: str, num_classes: int, width: float, kwargs: dict | None = None) -> dict:

@@ -18,7 +18,6 @@ recording's.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pcdistill.atomic import temp_beside
+from pcdistill.atomic import replacing
 from pcdistill.data import PointCloudSet
 from pcdistill.engine.device import derive_seed
 from pcdistill.errors import ConfigError, DataError
@@ -126,14 +125,8 @@ def _chunk_rows(chunk: list[tuple[int, int]], batch_size: int, n: int) -> int:
 
 
 def _save_atomic(path: Path, rows: np.ndarray) -> None:
-    tmp = temp_beside(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, rows, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, rows, allow_pickle=False)
 
 
 def _resume(
@@ -143,10 +136,8 @@ def _resume(
     (creating it, with the plan, if there is none). Its plan must be this one."""
     plan_file = partial / "plan.json"
     if not plan_file.is_file():
-        partial.mkdir(parents=True, exist_ok=True)
-        tmp = temp_beside(plan_file)
-        tmp.write_text(json.dumps(plan, sort_keys=True))
-        os.replace(tmp, plan_file)
+        with replacing(plan_file) as tmp:  # (creates `partial`)
+            tmp.write_text(json.dumps(plan, sort_keys=True))
         return 0
     try:
         before = json.loads(plan_file.read_text())

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from pcdistill.atomic import temp_beside
+from pcdistill.atomic import replacing
 from pcdistill.records.schema import RecordHeader, row_dtype
 
 
@@ -61,24 +60,18 @@ def write_shard_chunks(
     path = Path(path)
     dtype = row_dtype(header.num_params, len(header.class_names), header.feature_dim)
     digest = hashlib.sha256()
-    tmp = temp_beside(path)
-    try:
-        with h5py.File(tmp, "w") as f:
-            rows = f.create_dataset("rows", shape=(total,), dtype=dtype)
-            start = 0
-            for chunk in chunks:
-                if chunk.dtype != dtype or start + len(chunk) > total:
-                    raise ValueError(f"chunk of {len(chunk)} {chunk.dtype} rows at row {start} "
-                                     f"does not fit {total} rows of {dtype}")  # fmt: skip
-                rows[start : start + len(chunk)] = chunk
-                digest.update(chunk.tobytes())
-                start += len(chunk)
-            if start != total:
-                raise ValueError(f"chunks hold {start} rows, not {total}")
-            f.attrs["header"] = header.to_json()
-            f.attrs["rows_sha256"] = digest.hexdigest()
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp, h5py.File(tmp, "w") as f:
+        rows = f.create_dataset("rows", shape=(total,), dtype=dtype)
+        start = 0
+        for chunk in chunks:
+            if chunk.dtype != dtype or start + len(chunk) > total:
+                raise ValueError(f"chunk of {len(chunk)} {chunk.dtype} rows at row {start} "
+                                 f"does not fit {total} rows of {dtype}")  # fmt: skip
+            rows[start : start + len(chunk)] = chunk
+            digest.update(chunk.tobytes())
+            start += len(chunk)
+        if start != total:
+            raise ValueError(f"chunks hold {start} rows, not {total}")
+        f.attrs["header"] = header.to_json()
+        f.attrs["rows_sha256"] = digest.hexdigest()
     return path

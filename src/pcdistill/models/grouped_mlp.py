@@ -34,7 +34,8 @@ from pcdistill.ops.backend import use_cpu_kernels
 from pcdistill.ops.grouping import flat_index
 
 TILE_POSITIONS = 512  # positions (neighbours) per kernel tile: keeps the chain in cache
-EVAL_TILE_POSITIONS = 2048  # inference tiles hold more groups: the max runs across groups
+EVAL_TILE_POSITIONS = 2048  # inference tiles: more groups, so the neighbour max runs on
+# vectors of groups (`mlp_kernels.eval_branch`)
 # The tiled kernels' loops reach 20-45 GFLOP/s on a core, below BLAS: wider branches are
 # FLOP-bound and train faster on BLAS matmuls with `norm_act` between them (PointNet++ SSG
 # x1, batch 32: 5.8 samples/s on the torch rewrite, 5.5 with every branch tiled), while the
@@ -214,7 +215,7 @@ def _folded(mlp: nn.Sequential, dtype: torch.dtype) -> tuple:
     the module until any of its tensors changes (an optimizer step, load_state_dict, a
     `.data` swap: each moves the tensor's version counter or its storage), so repeated
     inference does not redo it per call."""
-    key = (dtype, *(  # straight from each layer's dicts: 4x cheaper than mlp.parameters()
+    key = (dtype, *(  # from each layer's dicts: several times cheaper than mlp.parameters()
         (t.data_ptr(), t._version)
         for module in mlp
         for tensors in (module._parameters, module._buffers)

@@ -3,6 +3,8 @@
     python benchmarks/distill_table.py run --workers 2 --threads 1 offline_kd kd scratch ...
     python benchmarks/distill_table.py table offline_kd kd scratch ... > table.md
     python benchmarks/distill_table.py run scratch kd --seeds 1 2   # more seeds: <out>_seed1, ...
+    python benchmarks/distill_table.py run scratch kd --seeds 0 1 2 --tag e10 --set train.epochs=10
+        # a budget of its own: <out>_e10, <out>_e10_seed1, ...; --set goes to new runs only
 
 `run` works through the recipes with `--workers` processes of `--threads` threads each
 (two one-thread workers get ~1.7x the throughput of one two-thread run on this 2-core
@@ -28,16 +30,18 @@ RECIPES = ROOT / "configs" / "distill"
 PCDISTILL = [str(Path(sys.executable).with_name("pcdistill"))]
 
 
-def run_folder(recipe: str, seed: int = 0) -> Path:
-    """The recipe's `out:` folder; seed 0 is the recipe's own seed, others get a suffix."""
+def run_folder(recipe: str, seed: int = 0, tag: str = "") -> Path:
+    """The recipe's `out:` folder (+ `_tag`); seed 0 is the recipe's own seed, others get a
+    suffix."""
     text = (RECIPES / f"{recipe}.yaml").read_text()
     out = next(line.split(":", 1)[1].strip() for line in text.splitlines()
                if line.startswith("out:"))  # fmt: skip
+    out += f"_{tag}" if tag else ""
     return ROOT / (f"{out}_seed{seed}" if seed else out)
 
 
-def run_one(recipe: str, threads: int, seed: int = 0) -> str:
-    out = run_folder(recipe, seed)
+def run_one(recipe: str, threads: int, seed: int = 0, tag: str = "", sets: tuple = ()) -> str:
+    out = run_folder(recipe, seed, tag)
     label = f"{recipe} seed {seed}" if seed else recipe
     if (out / "summary.json").is_file():
         return f"{label}: already finished"
@@ -50,7 +54,7 @@ def run_one(recipe: str, threads: int, seed: int = 0) -> str:
     else:
         argv = [*PCDISTILL, "distill", "--config", str(RECIPES / f"{recipe}.yaml"),
                 "--quiet", f"train.threads={threads}", "train.checkpoint_every=50",
-                f"seed={seed}", f"out={out}"]  # fmt: skip
+                f"seed={seed}", f"out={out}", *sets]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     with open(out / "stdout.log", "a") as log:
@@ -65,11 +69,11 @@ def run_one(recipe: str, threads: int, seed: int = 0) -> str:
     return f"{label}: exit {peak['exit']}, {peak['wall_s']:.0f} s, {peak['peak_rss_mib']:.0f} MiB"
 
 
-def table(recipes: list[str], seeds: list[int]) -> str:
+def table(recipes: list[str], seeds: list[int], tag: str = "") -> str:
     rows = ["| method (configs/distill/) | seed | test OA | test mAcc | epochs | train time | "
             "samples/s (last epoch) | peak RSS |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for recipe, seed in ((r, s) for r in recipes for s in seeds):
-        out = run_folder(recipe, seed)
+        out = run_folder(recipe, seed, tag)
         if not (out / "summary.json").is_file():
             rows.append(f"| {recipe} | {seed} | not finished | | | | | |")
             continue
@@ -99,13 +103,20 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--tag", default="", help="run folders <out>_TAG: a budget's own set")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for new runs, e.g. train.epochs=10")  # fmt: skip
     args = parser.parse_args()
     if args.action == "table":
-        print(table(args.recipes, args.seeds))
+        print(table(args.recipes, args.seeds, args.tag))
         return
     jobs = [(r, s) for s in args.seeds for r in args.recipes]
+
+    def run(job: tuple[str, int]) -> str:
+        return run_one(job[0], args.threads, job[1], args.tag, tuple(args.set))
+
     with ThreadPoolExecutor(args.workers) as pool:
-        for line in pool.map(lambda job: run_one(job[0], args.threads, job[1]), jobs):
+        for line in pool.map(run, jobs):
             print(line, flush=True)
 
 

@@ -5,6 +5,7 @@ import json
 from pcdistill.cli import main
 from pcdistill.demo import run_demo
 from pcdistill.engine.checkpoint import load_checkpoint
+from pcdistill.report import write_report
 
 
 def test_demo_trains_distills_and_compares(tmp_path, capsys):
@@ -37,6 +38,11 @@ def test_demo_trains_distills_and_compares(tmp_path, capsys):
     assert main(["report", str(tmp_path / "demo" / "student"), "--out", str(report)]) == 0
     assert not (report / "confusion_teacher.png").exists()
     assert (report / "confusion_student.png").exists() and (report / "mine.png").exists()
+    # A model without a run folder here (a shipped teacher): a row and a point of its own.
+    write_report([tmp_path / "demo" / "student"], report, [("teacher (shipped)", 1_475_688, 0.9)])
+    md = (report / "report.md").read_text()
+    assert "| teacher (shipped) | (no run here) | 1,475,688 | | | 0.9000 | |" in md
+    assert (report / "accuracy_vs_params.png").is_file()
 
 
 def test_report_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):

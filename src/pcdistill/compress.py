@@ -158,12 +158,17 @@ def _deploy_and_report(out: Path, teacher: str, student: str, data: str, threads
         rows = profile_models(sources, threads=threads, repeats=10, batches=(1,))
         (out / "profile.json").write_text(json.dumps(rows, indent=1) + "\n")
     rows = json.loads((out / "profile.json").read_text())
-    runs = [d for d in (out / "teacher", out / "student") if (d / "metrics.jsonl").is_file()]
-    write_report(runs, out / "report")
     accuracy = {"teacher": _test_accuracy(teacher, out / "teacher", data),
                 "student": _test_accuracy(student, out / "student", data)}  # fmt: skip
     if shipped and any(r["source"] == shipped for r in rows):
         accuracy["shipped student"] = _test_accuracy(shipped, out / "shipped", data)
+    runs = [d for d in (out / "teacher", out / "student") if (d / "metrics.jsonl").is_file()]
+    params = {r["source"]: r["params"] for r in rows}
+    others = [(f"{role} ({source})", params[source], accuracy[role]["oa"])
+              for role, source in (("teacher", teacher), ("shipped student", shipped))
+              if role in accuracy and source in params
+              and not (role == "teacher" and out / "teacher" in runs)]  # fmt: skip
+    write_report(runs, out / "report", others)
     table = _table(rows, accuracy, threads)
     (out / "summary.md").write_text(table)
     int8 = json.loads((out / "int8.json").read_text())

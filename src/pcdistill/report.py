@@ -7,6 +7,7 @@ test_metrics_last.json), so it works on finished, killed or copied runs alike.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,16 @@ def _load_run(run_dir: Path) -> dict:
     return run
 
 
-def write_report(run_dirs: list[str | Path], out: str | Path) -> Path:
-    """Write out/report.md with curves, confusion matrices and accuracy vs parameters."""
+def write_report(
+    run_dirs: list[str | Path],
+    out: str | Path,
+    others: Sequence[tuple[str, int, float]] = (),
+) -> Path:
+    """Write out/report.md with curves, confusion matrices and accuracy vs parameters.
+
+    `others` are models without a run folder here, as (name, params, test OA) measured
+    on the same test split (e.g. a shipped teacher): rows of the table and points of
+    the accuracy plot."""
     try:
         import matplotlib
     except ImportError:
@@ -81,14 +90,22 @@ def write_report(run_dirs: list[str | Path], out: str | Path) -> Path:
         md.append(f"| {run['name']} | {name} | {s['params']:,} | {s['epochs']} | "
                   f"{s['wall_time_s']:.0f} | {oa:.4f} | {macc:.4f} |")  # fmt: skip
         points.append((s["params"], oa, run["name"]))
+    for name, params, oa in others:
+        md.append(f"| {name} | (no run here) | {params:,} | | | {oa:.4f} | |")
+        points.append((params, oa, name))
     md.append("")
 
     if points:
         fig, ax = plt.subplots(figsize=(6, 4))
-        for params, oa, name in points:
+        low, high = min(p for p, _, _ in points), max(p for p, _, _ in points)
+        middle = (low * high) ** 0.5
+        for params, oa, name in points:  # labels of the larger models to their left
             ax.scatter(params, oa)
-            ax.annotate(name, (params, oa), fontsize=8, xytext=(4, 4), textcoords="offset points")
-        ax.set(xscale="log", xlabel="parameters", ylabel="test OA", title="accuracy vs size")
+            right = params <= middle
+            ax.annotate(name, (params, oa), fontsize=8, xytext=(4 if right else -4, 4),
+                        textcoords="offset points", ha="left" if right else "right")  # fmt: skip
+        ax.set(xscale="log", xlabel="parameters", ylabel="test OA", title="accuracy vs size",
+               xlim=(low / 2, high * 2), ylim=(0, 1))  # fmt: skip
         ax.grid(alpha=0.3, which="both")
         fig.tight_layout()
         fig.savefig(out / "accuracy_vs_params.png", dpi=110)

@@ -24,7 +24,7 @@ import numpy as np
 from train_step import emit, header
 
 ROOT = Path(__file__).resolve().parents[1]
-HEADING = "## The exported tiny model under onnxruntime: baseline vs this code (issue 11)"
+HEADING = "## The exported tiny model under onnxruntime: {label} vs this code (issue 11)"
 EXPORT = """
 import sys
 from pathlib import Path
@@ -83,7 +83,7 @@ def main() -> None:
                         times.setdefault((name, batch), []).append(time.perf_counter() - t0)
     lines = [
         *header(
-            HEADING,
+            HEADING.format(label=args.label),
             f"onnx_graphs.py --baseline-src {args.baseline_src} --label '{args.label}'",
             args,
             "onnxruntime intra-op threads",

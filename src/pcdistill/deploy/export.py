@@ -188,7 +188,7 @@ def trace_to_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     require_onnx()
     import onnx
 
-    from pcdistill.deploy.onnx_fps import expand_fps
+    from pcdistill.deploy.onnx_index_ops import expand_placeholders
 
     model.eval()
     with use_backend("torch"), torch.no_grad(), warnings.catch_warnings():
@@ -205,7 +205,7 @@ def trace_to_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
             opset_version=OPSET,
         )
     graph = onnx.load(str(path))
-    if expand_fps(graph):
+    if expand_placeholders(graph):
         onnx.save(graph, str(path))
 
 

@@ -115,11 +115,15 @@ def _grouped_max_torch(
     mlp: nn.Sequential,
     norm_kernels: bool = False,
 ) -> Tensor:
-    """The rewrite in torch ops on a (1, C, groups, k) layout; BatchNorm folded in eval.
+    """The rewrite in torch ops on a (1, C, groups, k) layout. Inference (no BatchNorm
+    training) is `_grouped_max_folded`; a chain with some layers frozen folds those.
 
     norm_kernels (training on CPU): BatchNorm + activation (+ the max) between the
     matmuls run as the fused ops of `norm_act`.
     """
+    layers = layers_of(mlp)
+    if not any(bn.training or not bn.track_running_stats for _, bn in layers):
+        return _grouped_max_folded(h, centre, idx, mlp)
     b, n, c1 = h.shape
     h_t = h.reshape(b * n, c1).t()
     if idx is None:
@@ -130,7 +134,6 @@ def _grouped_max_torch(
         z = h_t.contiguous().index_select(1, flat_index(idx, n).reshape(-1))
         z = (z.view(c1, b * m, k) - centre.reshape(b * m, c1).t().unsqueeze(-1)).view(c1, -1)
     act = mlp[2]
-    layers = layers_of(mlp)
     for i, (conv, bn) in enumerate(layers):
         if norm_kernels:  # the conv's bias goes into bn_act, which needs no broadcast copy
             bias = conv.bias if i > 0 else None
@@ -150,6 +153,34 @@ def _grouped_max_torch(
             z = torch.addcmul(shift.unsqueeze(1), z, scale.unsqueeze(1))
         z = act(z)
     return max_over_last(z.view(z.shape[0], b * m, k)).t().reshape(b, m, -1)
+
+
+def _grouped_max_folded(
+    h: Tensor, centre: Tensor | None, idx: Tensor | None, mlp: nn.Sequential
+) -> Tensor:
+    """Inference in torch ops (any device; what ONNX export traces): every BatchNorm
+    folded into its conv, the first one into the per-point term before grouping, so
+    each later layer is one matmul over the grouped tensor, and the last activation
+    after the max (it is non-decreasing: act(max z) = max act(z)) on one value per
+    group. Per layer that is two passes over the grouped tensor instead of four.
+    Positions major, (positions, channels): a group gathers whole rows of channels."""
+    layers = layers_of(mlp)
+    act = mlp[2]
+    b, n, c1 = h.shape
+    scale, shift = _bn_scale_shift(layers[0][1])
+    z = torch.addcmul(shift, h.reshape(b * n, c1), scale)
+    if idx is None:
+        m, k = 1, n
+    else:
+        m, k = idx.shape[1], idx.shape[2]
+        z = z.index_select(0, flat_index(idx, n).reshape(-1)).view(b * m, k, c1)
+        z = (z - (centre.reshape(b * m, 1, c1) * scale)).view(-1, c1)
+    for conv, bn in layers[1:]:
+        s, t = _bn_scale_shift(bn)
+        w = conv.weight.reshape(conv.out_channels, -1) * s.unsqueeze(1)
+        bias = t if conv.bias is None else conv.bias * s + t
+        z = torch.addmm(bias, act(z), w.t())
+    return act(z.view(b * m, k, -1).amax(1)).reshape(b, m, -1)
 
 
 def max_over_last(z: Tensor) -> Tensor:

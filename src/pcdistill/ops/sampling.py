@@ -44,7 +44,7 @@ def _farthest_point_sample_torch(xyz: Tensor, m: int) -> Tensor:
 
     Points are laid out (B, 3, N) so each step reads contiguous memory. Under the ONNX
     tracer FPS is one placeholder node instead of m unrolled steps, which the exporter
-    replaces by a hand-written Loop (`pcdistill.deploy.onnx_fps`).
+    replaces by a hand-written Loop (`pcdistill.deploy.onnx_index_ops`).
     """
     if torch.jit.is_tracing():
         return _FPSPlaceholder.apply(xyz, m)

@@ -55,3 +55,22 @@ def test_data_command_prints_counts_and_fingerprint(capsys):
     out = capsys.readouterr().out
     assert "120 shapes, 40 classes, 1024 points" in out and "fingerprint" in out
     assert json.dumps("airplane")[1:-1] in out
+
+
+def test_report_shows_where_an_unfinished_run_stands(tmp_path):
+    """A run still training (no summary yet) gets its last epoch's numbers, marked so."""
+    import json
+
+    run = tmp_path / "in_flight"
+    run.mkdir()
+    epochs = [{"event": "epoch", "step": 10 * e, "epoch": e, "train_loss": 2.0 / e,
+               "test_loss": 1.5 / e, "test_oa": 0.3 * e, "test_macc": 0.2 * e,
+               "val_oa": 0.25 * e, "elapsed": 100.0 * e} for e in (1, 2)]  # fmt: skip
+    (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
+    empty = tmp_path / "not_started"
+    empty.mkdir()
+    (empty / "metrics.jsonl").write_text("")
+    write_report([run, empty], tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| in_flight | (unfinished) | | 2 so far | 200 | 0.6000 | 0.4000 |" in md
+    assert "| not_started | (unfinished, no epoch yet) |" in md

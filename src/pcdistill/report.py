@@ -82,8 +82,15 @@ def write_report(
     points = []
     for run in runs:
         s = run["summary"]
-        if s is None:
-            md.append(f"| {run['name']} | (unfinished) | | | | | |")
+        if s is None:  # in flight or stopped: where it stands, never a final number
+            epochs = [e for e in run["events"] if e["event"] == "epoch"]
+            if not epochs:
+                md.append(f"| {run['name']} | (unfinished, no epoch yet) | | | | | |")
+                continue
+            e = epochs[-1]
+            oa, macc = e["test_oa"], e["test_macc"]
+            md.append(f"| {run['name']} | (unfinished) | | {e['epoch']} so far | "
+                      f"{e['elapsed']:.0f} | {oa:.4f} | {macc:.4f} |")  # fmt: skip
             continue
         name = f"{s['model']['name']} x{s['model']['width']:g}"
         oa, macc = s["test_last"]["oa"], s["test_last"]["macc"]

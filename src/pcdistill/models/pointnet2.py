@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from pcdistill.errors import ModelError
-from pcdistill.models.grouped_mlp import first_layer, grouped_max
+from pcdistill.models.grouped_mlp import first_layer, grouped_max, level_eval_fused
 from pcdistill.models.layers import (
     PointClassifier,
     mlp_head,
@@ -100,6 +100,11 @@ class SetAbstraction(nn.Module):
         """The same function with every branch's first layer applied per point, before
         grouping (`grouped_mlp`): W·[x_j - c; f_j] + b = (W·[x_j; f_j] + b) - W_xyz·c."""
         points = xyz if features is None else torch.cat([xyz, features], dim=-1)
+        if (
+            idx is not None
+            and (fused := level_eval_fused(points, centroids, idx, self.branches)) is not None
+        ):
+            return fused  # inference on the CPU kernels, every branch at once
         firsts = [first_layer(mlp) for mlp in self.branches]
         w = torch.cat([w for w, _ in firsts])  # all branches' first layers in one matmul
         h = F.linear(points, w, torch.cat([bias for _, bias in firsts]))

@@ -78,9 +78,7 @@ def grouped_max(h: Tensor, centre: Tensor | None, idx: Tensor | None, mlp: nn.Se
     if idx is not None and centre is not None and _narrow(layers):
         if training and positions > 1:
             return _grouped_max_train_fused(h, centre, idx, mlp)
-        if not any(bn.training for _, bn in layers) and not (
-            torch.is_grad_enabled() and any(t.requires_grad for t in _tensors(h, centre, mlp))
-        ):
+        if _inference_only(layers, _tensors(h, centre, mlp)):
             return _grouped_max_eval_fused(h, centre, idx, mlp)
     return _grouped_max_torch(h, centre, idx, mlp, norm_kernels=training and positions > 1)
 
@@ -94,6 +92,14 @@ def _kernels_apply(h: Tensor, centre: Tensor | None, layers) -> bool:
             type(bn) in (nn.BatchNorm2d, nn.BatchNorm1d) and bn.affine and bn.track_running_stats
             for _, bn in layers
         )
+    )
+
+
+def _inference_only(layers, tensors) -> bool:
+    """No BatchNorm in training mode and no gradient wanted through `tensors`: what the
+    inference kernels need (they fold BatchNorm and have no backward)."""
+    return not any(bn.training for _, bn in layers) and not (
+        torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     )
 
 
@@ -263,10 +269,10 @@ def level_eval_fused(
     layers = [layers_of(mlp) for mlp in mlps]
     if not (
         all(_kernels_apply(points, centroids, ls) and _narrow(ls) for ls in layers)
-        and not any(bn.training for ls in layers for _, bn in ls)
-        and not (torch.is_grad_enabled()
-                 and any(t.requires_grad for t in (points, centroids, *mlps.parameters())))
-    ):  # fmt: skip
+        and _inference_only(
+            [pair for ls in layers for pair in ls], (points, centroids, *mlps.parameters())
+        )
+    ):
         return None
     w, bias, scale, shift, branches = _level_folded(mlps, points.dtype)
     b, n, c_in = points.shape

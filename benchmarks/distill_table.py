@@ -11,7 +11,13 @@
 CPU for the tiny student), resuming any run that was interrupted and skipping finished
 ones. Each child's peak resident memory comes from wait4(), so it is that run's own.
 `table` reads the run folders: test OA / mAcc after the last epoch (never selected on
-test), epochs, training wall time, samples/s, peak RSS.
+test), epochs, training wall time, samples/s, peak RSS, one row per run and then one per
+recipe with the mean ± sample std over its finished seeds.
+
+Run folders (`runs/`) need not outlive a session, so each finished run's figures (its
+summaries, per-epoch log and process records: a few KB) are kept in
+`benchmarks/results/<run folder>.json`, which is committed; `table` reads a run from
+there when its folder is gone.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -28,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "configs" / "distill"
 PCDISTILL = [str(Path(sys.executable).with_name("pcdistill"))]
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 def run_folder(recipe: str, seed: int = 0, tag: str = "") -> Path:
@@ -43,7 +51,8 @@ def run_folder(recipe: str, seed: int = 0, tag: str = "") -> Path:
 def run_one(recipe: str, threads: int, seed: int = 0, tag: str = "", sets: tuple = ()) -> str:
     out = run_folder(recipe, seed, tag)
     label = f"{recipe} seed {seed}" if seed else recipe
-    if (out / "summary.json").is_file():
+    if (out / "summary.json").is_file() or _kept(out).is_file():
+        keep(out)
         return f"{label}: already finished"
     lock = out / "running.pid"  # another runner may be training this recipe right now
     if lock.is_file() and Path(f"/proc/{lock.read_text().strip()}").exists():
@@ -66,34 +75,79 @@ def run_one(recipe: str, threads: int, seed: int = 0, tag: str = "", sets: tuple
             "resumed": started, "exit": os.waitstatus_to_exitcode(status)}  # fmt: skip
     with open(out / "process.jsonl", "a") as f:
         f.write(json.dumps(peak) + "\n")
+    keep(out)
     return f"{label}: exit {peak['exit']}, {peak['wall_s']:.0f} s, {peak['peak_rss_mib']:.0f} MiB"
+
+
+def _kept(out: Path) -> Path:
+    return RESULTS / f"{out.name}.json"
+
+
+def keep(out: Path) -> None:
+    """Copy a finished run's figures to benchmarks/results (no-op while it is unfinished
+    or already kept)."""
+    if not (out / "summary.json").is_file() or _kept(out).is_file():
+        return
+    stage1 = out / "netaug" / "summary.json"
+    result = {
+        "summary": json.loads((out / "summary.json").read_text()),
+        "netaug_summary": json.loads(stage1.read_text()) if stage1.is_file() else None,
+        "epochs": [e for e in _jsonl(out / "metrics.jsonl") if e["event"] == "epoch"],
+        "processes": _jsonl(out / "process.jsonl"),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    _kept(out).write_text(json.dumps(result, indent=1) + "\n")
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def load_result(out: Path) -> dict | None:
+    """A finished run's figures, from benchmarks/results or else its folder; None if unfinished."""
+    keep(out)
+    return json.loads(_kept(out).read_text()) if _kept(out).is_file() else None
 
 
 def table(recipes: list[str], seeds: list[int], tag: str = "") -> str:
     rows = ["| method (configs/distill/) | seed | test OA | test mAcc | epochs | train time | "
             "samples/s (last epoch) | peak RSS |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for recipe, seed in ((r, s) for r in recipes for s in seeds):
-        out = run_folder(recipe, seed, tag)
-        if not (out / "summary.json").is_file():
-            rows.append(f"| {recipe} | {seed} | not finished | | | | | |")
-            continue
-        summary = json.loads((out / "summary.json").read_text())
-        epochs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()
-                  if json.loads(x)["event"] == "epoch"]  # fmt: skip
-        wall, n_epochs = summary["wall_time_s"], summary["epochs"]
-        stage1 = out / "netaug" / "summary.json"
-        if stage1.is_file():
-            s1 = json.loads(stage1.read_text())
-            wall += s1["wall_time_s"]
-            n_epochs = f"{s1['epochs']} netaug + {n_epochs} KD"
-        procs = [json.loads(x) for x in (out / "process.jsonl").read_text().splitlines()]
-        rss = max(p["peak_rss_mib"] for p in procs)
-        test = summary["test_last"]
-        rows.append(
-            f"| {recipe} | {seed} | {test['oa']:.4f} | {test['macc']:.4f} | {n_epochs} | "
-            f"{wall / 60:.1f} min | {epochs[-1]['samples_per_s']:.1f} | {rss:,.0f} MiB |"
-        )
-    return "\n".join(rows)
+    means = ["| method | seeds | test OA mean ± std | test mAcc mean ± std | train time (mean) | "
+             "peak RSS (max) |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for recipe in recipes:
+        finished = []
+        for seed in seeds:
+            result = load_result(run_folder(recipe, seed, tag))
+            if result is None:
+                rows.append(f"| {recipe} | {seed} | not finished | | | | | |")
+                continue
+            summary, stage1 = result["summary"], result["netaug_summary"]
+            wall, n_epochs = summary["wall_time_s"], summary["epochs"]
+            if stage1 is not None:
+                wall += stage1["wall_time_s"]
+                n_epochs = f"{stage1['epochs']} netaug + {n_epochs} KD"
+            rss = max(p["peak_rss_mib"] for p in result["processes"])
+            test = summary["test_last"]
+            finished.append((test["oa"], test["macc"], wall, rss))
+            rows.append(
+                f"| {recipe} | {seed} | {test['oa']:.4f} | {test['macc']:.4f} | {n_epochs} | "
+                f"{wall / 60:.1f} min | {result['epochs'][-1]['samples_per_s']:.1f} | "
+                f"{rss:,.0f} MiB |"
+            )
+        if finished:
+            oa, macc, wall, rss = zip(*finished, strict=True)
+            means.append(
+                f"| {recipe} | {len(finished)} | {_mean_std(oa)} | {_mean_std(macc)} | "
+                f"{statistics.mean(wall) / 60:.1f} min | {max(rss):,.0f} MiB |"
+            )
+    return "\n".join(rows) + "\n\n" + "\n".join(means)
+
+
+def _mean_std(values: tuple[float, ...]) -> str:
+    """mean ± sample standard deviation (n - 1); a single seed has no spread to show."""
+    if len(values) == 1:
+        return f"{values[0]:.4f} (1 seed)"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
 def main() -> None:

@@ -25,6 +25,8 @@ supernet) and checkpoints are those of the reference path.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -78,7 +80,7 @@ def grouped_max(h: Tensor, centre: Tensor | None, idx: Tensor | None, mlp: nn.Se
     if idx is not None and centre is not None and _narrow(layers):
         if training and positions > 1:
             return _grouped_max_train_fused(h, centre, idx, mlp)
-        if _inference_only(layers, _tensors(h, centre, mlp)):
+        if _inference_only(layers, lambda: _tensors(h, centre, mlp)):
             return _grouped_max_eval_fused(h, centre, idx, mlp)
     return _grouped_max_torch(h, centre, idx, mlp, norm_kernels=training and positions > 1)
 
@@ -95,11 +97,13 @@ def _kernels_apply(h: Tensor, centre: Tensor | None, layers) -> bool:
     )
 
 
-def _inference_only(layers, tensors) -> bool:
-    """No BatchNorm in training mode and no gradient wanted through `tensors`: what the
-    inference kernels need (they fold BatchNorm and have no backward)."""
+def _inference_only(layers, tensors: Callable[[], Iterable[Tensor]]) -> bool:
+    """No BatchNorm in training mode and no gradient wanted through `tensors()`: what the
+    inference kernels need (they fold BatchNorm and have no backward). `tensors` is only
+    called with autograd on: listing a module's parameters walks its submodules, ~76
+    walks per tiny-model forward at batch 1."""
     return not any(bn.training for _, bn in layers) and not (
-        torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+        torch.is_grad_enabled() and any(t.requires_grad for t in tensors())
     )
 
 
@@ -270,7 +274,7 @@ def level_eval_fused(
     if not (
         all(_kernels_apply(points, centroids, ls) and _narrow(ls) for ls in layers)
         and _inference_only(
-            [pair for ls in layers for pair in ls], (points, centroids, *mlps.parameters())
+            [pair for ls in layers for pair in ls], lambda: (points, centroids, *mlps.parameters())
         )
     ):
         return None

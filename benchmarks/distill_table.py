@@ -15,9 +15,9 @@ test), epochs, training wall time, samples/s, peak RSS, one row per run and then
 recipe with the mean ± sample std over its finished seeds.
 
 Run folders (`runs/`) need not outlive a session, so each finished run's figures (its
-summaries, per-epoch log and process records: a few KB) are kept in
-`benchmarks/results/<run folder>.json`, which is committed; `table` reads a run from
-there when its folder is gone.
+config, summaries, per-epoch log and process records: a few KB) are kept in
+`benchmarks/results/<run folder name>/`, which is committed; `table` reads a run from
+there when its folder is gone, and `pcdistill report` takes those folders as runs.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def run_folder(recipe: str, seed: int = 0, tag: str = "") -> Path:
 def run_one(recipe: str, threads: int, seed: int = 0, tag: str = "", sets: tuple = ()) -> str:
     out = run_folder(recipe, seed, tag)
     label = f"{recipe} seed {seed}" if seed else recipe
-    if (out / "summary.json").is_file() or _kept(out).is_file():
+    if (out / "summary.json").is_file() or (_kept(out) / "summary.json").is_file():
         keep(out)
         return f"{label}: already finished"
     lock = out / "running.pid"  # another runner may be training this recipe right now
@@ -80,23 +80,27 @@ def run_one(recipe: str, threads: int, seed: int = 0, tag: str = "", sets: tuple
 
 
 def _kept(out: Path) -> Path:
-    return RESULTS / f"{out.name}.json"
+    return RESULTS / out.name
 
 
 def keep(out: Path) -> None:
-    """Copy a finished run's figures to benchmarks/results (no-op while it is unfinished
-    or already kept)."""
-    if not (out / "summary.json").is_file() or _kept(out).is_file():
+    """Copy a finished run's figures to benchmarks/results/<run folder name>/, itself a
+    run folder `pcdistill report` reads: config, summaries, process records and the
+    per-epoch log (per-step lines dropped: they are most of the bytes). No-op while the
+    run is unfinished or once kept."""
+    kept = _kept(out)
+    if not (out / "summary.json").is_file() or (kept / "summary.json").is_file():
         return
-    stage1 = out / "netaug" / "summary.json"
-    result = {
-        "summary": json.loads((out / "summary.json").read_text()),
-        "netaug_summary": json.loads(stage1.read_text()) if stage1.is_file() else None,
-        "epochs": [e for e in _jsonl(out / "metrics.jsonl") if e["event"] == "epoch"],
-        "processes": _jsonl(out / "process.jsonl"),
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    _kept(out).write_text(json.dumps(result, indent=1) + "\n")
+    (kept / "netaug").mkdir(parents=True, exist_ok=True)
+    for name in ("config.yaml", "process.jsonl", "netaug/summary.json", "netaug/config.yaml"):
+        if (out / name).is_file():
+            (kept / name).write_bytes((out / name).read_bytes())
+    if not any((kept / "netaug").iterdir()):
+        (kept / "netaug").rmdir()
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    epochs = [line for line in lines if json.loads(line)["event"] != "train_step"]
+    (kept / "metrics.jsonl").write_text("\n".join(epochs) + "\n")
+    (kept / "summary.json").write_bytes((out / "summary.json").read_bytes())  # last: complete
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -104,9 +108,19 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def load_result(out: Path) -> dict | None:
-    """A finished run's figures, from benchmarks/results or else its folder; None if unfinished."""
+    """A finished run's figures, from its folder or else benchmarks/results; None if
+    unfinished."""
     keep(out)
-    return json.loads(_kept(out).read_text()) if _kept(out).is_file() else None
+    folder = out if (out / "summary.json").is_file() else _kept(out)
+    if not (folder / "summary.json").is_file():
+        return None
+    stage1 = folder / "netaug" / "summary.json"
+    return {
+        "summary": json.loads((folder / "summary.json").read_text()),
+        "netaug_summary": json.loads(stage1.read_text()) if stage1.is_file() else None,
+        "epochs": [e for e in _jsonl(folder / "metrics.jsonl") if e["event"] == "epoch"],
+        "processes": _jsonl(folder / "process.jsonl"),
+    }
 
 
 def table(recipes: list[str], seeds: list[int], tag: str = "") -> str:

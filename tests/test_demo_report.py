@@ -1,6 +1,7 @@
 """The quickstart pipeline and the report, end to end on the built-in data."""
 
 import json
+from pathlib import Path
 
 from pcdistill.cli import main
 from pcdistill.demo import run_demo
@@ -74,3 +75,34 @@ def test_report_shows_where_an_unfinished_run_stands(tmp_path):
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| in_flight | (unfinished) | | 2 so far | 200 | 0.6000 | 0.4000 |" in md
     assert "| not_started | (unfinished, no epoch yet) |" in md
+
+
+def test_report_gives_mean_and_std_over_seeds(tmp_path):
+    """Runs whose configs differ only in seed and out are one method over seeds: mean ±
+    sample std (hand-computed), an error-bar plot; a run with another config stays apart."""
+
+    import yaml
+
+    def run(name: str, seed: int, lr: float, oa: float, macc: float) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        config = {"seed": seed, "out": f"runs/{name}", "optim": {"lr": lr}}
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+        epoch = {"event": "epoch", "step": 5, "epoch": 1, "train_loss": 1.0, "test_loss": 1.0,
+                 "test_oa": oa, "test_macc": macc, "elapsed": 60.0}  # fmt: skip
+        (folder / "metrics.jsonl").write_text(json.dumps(epoch) + "\n")
+        summary = {"model": {"name": "pointnet2_msg", "width": 0.125}, "params": 30184,
+                   "epochs": 1, "seed": seed, "wall_time_s": 60.0 + seed,
+                   "test_last": {"oa": oa, "macc": macc}}  # fmt: skip
+        (folder / "summary.json").write_text(json.dumps(summary))
+        return folder
+
+    runs = [run("kd", 0, 1e-3, 0.70, 0.60), run("kd_seed1", 1, 1e-3, 0.74, 0.62),
+            run("kd_seed2", 2, 1e-3, 0.75, 0.64), run("kd_lr", 0, 3e-3, 0.50, 0.40)]  # fmt: skip
+    write_report(runs, tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    # OA: mean 0.73, deviations -0.03, 0.01, 0.02 -> sqrt(0.0014 / 2) = 0.026458
+    assert "| kd | 3 (0, 1, 2) | 0.7300 ± 0.0265 | 0.6200 ± 0.0200 | 61 |" in md
+    assert "| kd_lr | 1 (0) | 0.5000 ± 0.0000 | 0.4000 ± 0.0000 | 60 |" in md
+    assert (tmp_path / "report" / "seeds.png").stat().st_size > 0
+    assert (tmp_path / "report" / "accuracy_vs_params.png").is_file()

@@ -1,16 +1,22 @@
 """`pcdistill report`: a Markdown page with PNG plots for one or more runs.
 
-Reads only what a run folder holds (metrics.jsonl, summary.json,
+Reads only what a run folder holds (metrics.jsonl, summary.json, config.yaml,
 test_metrics_last.json), so it works on finished, killed or copied runs alike.
+Finished runs whose configs differ only in `seed` (and `out`) are one method run over
+several seeds: the report gives their mean ± sample standard deviation, as a table and
+an error-bar plot, and one point with an error bar in the accuracy-vs-size plot.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from pcdistill.engine.runlog import read_metrics
 from pcdistill.errors import ConfigError
@@ -23,7 +29,38 @@ def _load_run(run_dir: Path) -> dict:
     for key, file in (("summary", "summary.json"), ("test", "test_metrics_last.json")):
         path = run_dir / file
         run[key] = json.loads(path.read_text()) if path.is_file() else None
+    config = run_dir / "config.yaml"
+    run["config"] = yaml.safe_load(config.read_text()) if config.is_file() else None
     return run
+
+
+def seed_groups(runs: list[dict]) -> list[tuple[str, list[dict]]]:
+    """Finished runs grouped by their config without `seed` and `out`, in first-seen
+    order, each named after its runs' common folder name (a `_seed<N>` suffix dropped).
+    A run without a config.yaml is a group of its own."""
+    groups: dict[str, list[dict]] = {}
+    for run in runs:
+        if run["summary"] is None:
+            continue
+        if run["config"] is None:
+            key = f"dir:{run['dir']}"
+        else:
+            rest = {k: v for k, v in run["config"].items() if k not in ("seed", "out")}
+            key = json.dumps(rest, sort_keys=True, default=str)
+        groups.setdefault(key, []).append(run)
+    return [(_group_name(members), members) for members in groups.values()]
+
+
+def _group_name(members: list[dict]) -> str:
+    if len(members) == 1:
+        return members[0]["name"]
+    names = sorted({re.sub(r"_seed\d+$", "", run["name"]) for run in members}, key=len)
+    return names[0]
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1; 0 for one value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def write_report(
@@ -48,7 +85,8 @@ def write_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = [_load_run(Path(d)) for d in run_dirs]
-    for name in ("curves.png", "accuracy_vs_params.png", *out.glob("confusion_*.png")):
+    for name in ("curves.png", "accuracy_vs_params.png", "seeds.png",
+                 *out.glob("confusion_*.png")):  # fmt: skip
         Path(out / name).unlink(missing_ok=True)  # an earlier report's plots, not this one's
     md = ["# pcdistill report", ""]
 
@@ -79,7 +117,7 @@ def write_report(
         "| run | model | params | epochs | wall time (s) | test OA | test mAcc |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    points = []
+    points: list[tuple[int, float, float, str]] = []  # params, OA, OA std, label
     for run in runs:
         s = run["summary"]
         if s is None:  # in flight or stopped: where it stands, never a final number
@@ -96,18 +134,25 @@ def write_report(
         oa, macc = s["test_last"]["oa"], s["test_last"]["macc"]
         md.append(f"| {run['name']} | {name} | {s['params']:,} | {s['epochs']} | "
                   f"{s['wall_time_s']:.0f} | {oa:.4f} | {macc:.4f} |")  # fmt: skip
-        points.append((s["params"], oa, run["name"]))
     for name, params, oa in others:
         md.append(f"| {name} | (no run here) | {params:,} | | | {oa:.4f} | |")
-        points.append((params, oa, name))
+        points.append((params, oa, 0.0, name))
     md.append("")
+
+    groups = seed_groups(runs)
+    for name, members in groups:
+        oa, oa_std = mean_std([r["summary"]["test_last"]["oa"] for r in members])
+        label = name if len(members) == 1 else f"{name} ({len(members)} seeds)"
+        points.append((members[0]["summary"]["params"], oa, oa_std, label))
+    if any(len(members) > 1 for _, members in groups):
+        md += _seed_section(groups, out, plt)
 
     if points:
         fig, ax = plt.subplots(figsize=(6, 4))
-        low, high = min(p for p, _, _ in points), max(p for p, _, _ in points)
+        low, high = min(p for p, *_ in points), max(p for p, *_ in points)
         middle = (low * high) ** 0.5
-        for params, oa, name in points:  # labels of the larger models to their left
-            ax.scatter(params, oa)
+        for params, oa, std, name in points:  # labels of the larger models to their left
+            ax.errorbar(params, oa, yerr=std or None, fmt="o", capsize=3)
             right = params <= middle
             ax.annotate(name, (params, oa), fontsize=8, xytext=(4 if right else -4, 4),
                         textcoords="offset points", ha="left" if right else "right")  # fmt: skip
@@ -142,3 +187,35 @@ def write_report(
     path = out / "report.md"
     path.write_text("\n".join(md))
     return path
+
+
+def _seed_section(groups: list[tuple[str, list[dict]]], out: Path, plt) -> list[str]:
+    """The across-seeds table and seeds.png: per group, last-epoch test OA and mAcc as
+    mean ± sample std, each seed a dot beside its group's error bar."""
+    md = [
+        "## Across seeds",
+        "",
+        "Last-epoch test OA and mAcc, mean ± sample standard deviation over the seeds.",
+        "",
+        "| method | seeds | test OA | test mAcc | wall time (s, mean) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(groups) + 1.5))
+    for row, (name, members) in enumerate(groups):
+        oas = [r["summary"]["test_last"]["oa"] for r in members]
+        maccs = [r["summary"]["test_last"]["macc"] for r in members]
+        (oa, oa_std), (macc, macc_std) = mean_std(oas), mean_std(maccs)
+        wall = statistics.mean(r["summary"]["wall_time_s"] for r in members)
+        seeds = ", ".join(str(r["summary"].get("seed", "?")) for r in members)
+        md.append(f"| {name} | {len(members)} ({seeds}) | {oa:.4f} ± {oa_std:.4f} | "
+                  f"{macc:.4f} ± {macc_std:.4f} | {wall:.0f} |")  # fmt: skip
+        ax.errorbar(oa, row, xerr=oa_std, fmt="o", color="C0", capsize=4)
+        ax.scatter(oas, [row + 0.15] * len(oas), s=10, color="C1")
+    ax.set_yticks(range(len(groups)), [name for name, _ in groups], fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlabel="last-epoch test OA (mean ± std; dots: seeds)", title="across seeds")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    fig.savefig(out / "seeds.png", dpi=110)
+    plt.close(fig)
+    return [*md, "", "![seeds](seeds.png)", ""]

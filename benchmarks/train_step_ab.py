@@ -56,7 +56,9 @@ FORWARD = """
 import pcdistill
 import statistics, sys, time, torch
 from pcdistill.data import load_dataset
+from pcdistill.engine.device import tune_cpu_allocator
 from pcdistill.models import create_model
+tune_cpu_allocator()  # as the command line, the trainer and `pcdistill profile` do
 torch.set_num_threads(int(sys.argv[3]))
 batch, steps = int(sys.argv[4]), int(sys.argv[5])
 data = load_dataset(sys.argv[6], "train", num_points=1024).subset(range(batch))

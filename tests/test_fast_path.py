@@ -195,6 +195,44 @@ def test_inference_kernel_equals_the_torch_rewrite_on_any_tiling(b, m, k, monkey
     assert (got - expected).abs().max() <= 1e-12 * expected.abs().max()
 
 
+def test_torch_inference_in_cache_sized_chunks_equals_one_pass(monkeypatch):
+    """The torch inference rewrite on one CPU thread runs groups in chunks of about
+    CHUNK_BYTES: a chunking that leaves a ragged last chunk gives the one-pass result
+    (float64), and more threads, autograd or a graph being built take the one pass."""
+    g = torch.Generator().manual_seed(3)
+    b, n, m, k, c_in = 3, 40, 7, 6, 4  # 21 groups
+    points = torch.randn(b, n, c_in, generator=g, dtype=torch.float64)
+    idx = torch.randint(0, n, (b, m, k), generator=g)
+    mlp = shared_mlp([c_in, 8, 10, 5], conv=torch.nn.Conv2d).double()
+    for module in mlp.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1, generator=g)
+            module.running_var.uniform_(0.5, 2, generator=g)
+    mlp.eval()
+    w, bias = grouped_mlp.first_layer(mlp)
+    h = torch.nn.functional.linear(points, w, bias)
+    centre = torch.nn.functional.linear(points[:, :m, :3], w[:, :3])
+    calls = []
+    chain = grouped_mlp._chain_max
+    monkeypatch.setattr(grouped_mlp, "_chain_max", lambda *a: calls.append(1) or chain(*a))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            whole = grouped_mlp._grouped_max_folded(h, centre, idx, mlp)
+            assert len(calls) == 1
+            monkeypatch.setattr(grouped_mlp, "CHUNK_BYTES", 8 * k * 10 * 4)  # 4 groups a chunk
+            chunked = grouped_mlp._grouped_max_folded(h, centre, idx, mlp)
+            assert len(calls) == 1 + 6  # 21 groups: five chunks of 4, one of 1
+        with_grad = grouped_mlp._grouped_max_folded(h, centre, idx, mlp)
+        assert len(calls) == 8
+    finally:
+        torch.set_num_threads(threads)
+    assert chunked.shape == whole.shape == (b, m, 5)
+    assert (chunked - whole).abs().max() <= 1e-12 * whole.abs().max()
+    assert torch.equal(with_grad, whole)
+
+
 def test_the_fast_path_is_the_default_and_selectable():
     assert get_path() == "fast"
     with use_path("reference"):

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from pcdistill.models.norm_act import batch_norm_terms, bn_act, update_running_stats
-from pcdistill.ops.backend import use_cpu_kernels
+from pcdistill.ops.backend import building_graph, use_cpu_kernels
 from pcdistill.ops.grouping import flat_index
 
 TILE_POSITIONS = 512  # positions (neighbours) per kernel tile: keeps the chain in cache
@@ -173,24 +173,65 @@ def _grouped_max_folded(
     each later layer is one matmul over the grouped tensor, and the last activation
     after the max (it is non-decreasing: act(max z) = max act(z)) on one value per
     group. Per layer that is two passes over the grouped tensor instead of four.
-    Positions major, (positions, channels): a group gathers whole rows of channels."""
+    Positions major, (positions, channels): a group gathers whole rows of channels.
+
+    On one CPU thread, without autograd or a graph being built, the groups run in
+    chunks whose widest activation is about CHUNK_BYTES, so each chunk's chain stays in
+    cache instead of streaming full-size grouped tensors through memory (PointNet++ SSG
+    x1 at batch 32: 1.39x). Not on more threads: there every small op pays a fork-join
+    of torch's thread pool (chunked, batch 16 on 2 threads ran at 0.47x; BENCHMARKS.md)."""
     layers = layers_of(mlp)
     act = mlp[2]
     b, n, c1 = h.shape
     scale, shift = _bn_scale_shift(layers[0][1])
     z = torch.addcmul(shift, h.reshape(b * n, c1), scale)
-    if idx is None:
-        m, k = 1, n
-    else:
-        m, k = idx.shape[1], idx.shape[2]
-        z = z.index_select(0, flat_index(idx, n).reshape(-1)).view(b * m, k, c1)
-        z = (z - (centre.reshape(b * m, 1, c1) * scale)).view(-1, c1)
-    for conv, bn in layers[1:]:
-        s, t = _bn_scale_shift(bn)
-        w = conv.weight.reshape(conv.out_channels, -1) * s.unsqueeze(1)
-        bias = t if conv.bias is None else conv.bias * s + t
+    later = [_folded_linear(conv, bn) for conv, bn in layers[1:]]
+    if idx is None:  # one group of all N points per cloud, no centre term
+        return _chain_max(z, None, None, later, act, n).reshape(b, 1, -1)
+    m, k = idx.shape[1], idx.shape[2]
+    rows = flat_index(idx, n).reshape(-1)
+    centres = centre.reshape(b * m, 1, c1) * scale
+    groups = b * m
+    width = max(bn.num_features for _, bn in layers)
+    step = max(1, CHUNK_BYTES // (z.element_size() * k * width))
+    whole = step >= groups or z.device.type != "cpu" or torch.get_num_threads() > 1
+    if whole or torch.is_grad_enabled() or building_graph():
+        return _chain_max(z, rows, centres, later, act, k).reshape(b, m, -1)
+    out = z.new_empty(groups, later[-1][0].shape[0] if later else c1)
+    for lo in range(0, groups, step):
+        hi = min(groups, lo + step)
+        out[lo:hi] = _chain_max(z, rows[lo * k : hi * k], centres[lo:hi], later, act, k)
+    return out.reshape(b, m, -1)
+
+
+CHUNK_BYTES = 1 << 20  # a CPU inference chunk's widest activation: 1 MiB, within a core's L2
+
+
+def _folded_linear(conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor]:
+    """A 1x1 conv with the BatchNorm after it folded in: (W (c_out, c_in), bias)."""
+    s, t = _bn_scale_shift(bn)
+    w = conv.weight.reshape(conv.out_channels, -1) * s.unsqueeze(1)
+    return w, t if conv.bias is None else conv.bias * s + t
+
+
+def _chain_max(
+    z: Tensor,
+    rows: Tensor | None,
+    centres: Tensor | None,
+    later: list[tuple[Tensor, Tensor]],
+    act: nn.Module,
+    k: int,
+) -> Tensor:
+    """act(max over each group's k rows of the chain), (groups, c_out), from the first
+    layer's folded per-point term z: each group's rows gathered and its centre term
+    subtracted (rows None: z's rows are the groups', no centre), then the later layers.
+    One function, so that each grouped tensor is freed as soon as the next is made."""
+    if rows is not None:
+        c1 = z.shape[1]
+        z = (z.index_select(0, rows).view(-1, k, c1) - centres).view(-1, c1)
+    for w, bias in later:
         z = torch.addmm(bias, act(z), w.t())
-    return act(z.view(b * m, k, -1).amax(1)).reshape(b, m, -1)
+    return act(z.view(-1, k, z.shape[1]).amax(1))
 
 
 def max_over_last(z: Tensor) -> Tensor:

@@ -158,10 +158,13 @@ def table(recipes: list[str], seeds: list[int], tag: str = "") -> str:
 
 
 def _mean_std(values: tuple[float, ...]) -> str:
-    """mean ± sample standard deviation (n - 1); a single seed has no spread to show."""
+    """mean ± sample standard deviation (n - 1), as `pcdistill report` gives it; a single
+    seed has no spread to show."""
+    from pcdistill.report import mean_std
+
     if len(values) == 1:
         return f"{values[0]:.4f} (1 seed)"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+    return "{:.4f} ± {:.4f}".format(*mean_std(values))
 
 
 def main() -> None:

@@ -109,8 +109,7 @@ def _jsonl(path: Path) -> list[dict]:
 
 def load_result(out: Path) -> dict | None:
     """A finished run's figures, from its folder or else benchmarks/results; None if
-    unfinished."""
-    keep(out)
+    unfinished. Only `run` keeps runs: it appends the process record last."""
     folder = out if (out / "summary.json").is_file() else _kept(out)
     if not (folder / "summary.json").is_file():
         return None

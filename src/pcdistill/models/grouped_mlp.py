@@ -388,10 +388,9 @@ def _folded(mlp: nn.Sequential, dtype: torch.dtype) -> tuple:
         weights = torch.zeros(len(layers) - 1, width, width, dtype=dtype)
         biases = torch.zeros(len(layers) - 1, width, dtype=dtype)
         for i, (conv, bn) in enumerate(layers[1:]):
-            s, t = _bn_scale_shift(bn)
-            w = conv.weight.reshape(conv.out_channels, -1)
-            weights[i, : w.shape[0], : w.shape[1]] = w * s.unsqueeze(1)
-            biases[i, : w.shape[0]] = t if conv.bias is None else conv.bias * s + t
+            w, bias = _folded_linear(conv, bn)
+            weights[i, : w.shape[0], : w.shape[1]] = w
+            biases[i, : w.shape[0]] = bias
     value = (scale, shift, np.array(dims, np.int64), weights.numpy(), biases.numpy())
     object.__setattr__(mlp, "_folded_cache", (key, value))  # not a submodule, parameter or buffer
     return value

@@ -4,7 +4,7 @@
 # Resumable as a whole: rerun it after an interruption and it finishes the K=10 records,
 # resumes interrupted runs and skips finished ones (benchmarks/results keeps those even when
 # runs/ is gone). Two one-thread workers at the lowest priority; the records, which the
-# offline rows need, are made first, on one thread beside the scratch rows.
+# offline rows need, are made first, on both threads.
 #   setsid nohup bash benchmarks/method_table.sh > runs/method_table.log 2>&1 &
 # then: python benchmarks/distill_table.py table <recipes> --tag e10 --seeds 0 1 2
 set -euo pipefail
@@ -15,10 +15,8 @@ table() {
 }
 records=runs/distill/records_ssg20_k10  # what the offline recipes name
 if [ ! -f "$records/records-00000-of-00001.h5" ]; then
-    OMP_NUM_THREADS=1 .venv/bin/pcdistill record --teacher pointnet2_ssg.modelnet40 \
-        --data ../shared/data/modelnet40_hdf5_1024 --copies 10 --out "$records" &
-    table scratch --seeds 0 1 2 --workers 1
-    wait  # for the records
+    .venv/bin/pcdistill record --teacher pointnet2_ssg.modelnet40 \
+        --data ../shared/data/modelnet40_hdf5_1024 --copies 10 --out "$records"
 fi
 table scratch offline_kd offline_kd_nwsd offline_kd_nwsd_copy t3dnet kd fad --seeds 0 1 2 --workers 2
 table fitnet dkd --seeds 0 --workers 2

@@ -135,3 +135,26 @@ def test_each_shipped_entry_classifies_both_releases_of_a_shape_alike(key, share
     a = predict_logits(model, torch.from_numpy(h5), CPU).argmax(1)
     b = predict_logits(model, picked, CPU).argmax(1)
     assert (a == b).float().mean() >= 0.8, (a.tolist(), b.tolist())
+
+
+def test_the_training_data_under_another_spelling_of_its_path_is_read_as_trained(
+    tmp_path, monkeypatch
+):
+    """A shipped model's config names its data by an absolute path; a recipe (and the
+    record command in its comment) by a relative one. The same folder is the training
+    data, read as trained (no added normalisation, so records and student runs have the
+    same dataset fingerprint); another folder is normalised as the model expects."""
+    from pcdistill.engine.config import RunConfig
+    from pcdistill.engine.run import data_config
+
+    data = tmp_path / "data" / "modelnet40"
+    data.mkdir(parents=True)
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    cfg = RunConfig().model_dump(mode="json")
+    cfg["data"]["root"] = str(data)  # absolute, as in the manifest
+    ckpt = {"config": cfg, "preprocess": {"normalize": True}}
+    same = data_config(ckpt, "../data/modelnet40")
+    assert not same.data.normalize and same.data.root == str(data)
+    other = data_config(ckpt, "../data/other")
+    assert other.data.normalize and other.data.root == "../data/other"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
@@ -57,12 +59,20 @@ def data_config(ckpt: dict, data_root: str | None = None) -> RunConfig:
     cfg = RunConfig.model_validate(
         {k: v for k, v in ckpt["config"].items() if k in RunConfig.model_fields}
     )
-    if data_root and data_root != cfg.data.root:
+    if data_root and not same_root(data_root, cfg.data.root):
         cfg.data.root = data_root
         cfg.data.format, cfg.data.up_axis, cfg.data.columns = "auto", None, None
         if inference_normalize(ckpt):
             cfg.data.normalize = True
     return cfg
+
+
+def same_root(a: str, b: str) -> bool:
+    """Whether two dataset roots name the same folder: `../data/x` and `/work/data/x` do
+    (a shipped model's config holds an absolute root; a recipe a relative one)."""
+    if "builtin" in (a, b):
+        return a == b
+    return Path(a).resolve() == Path(b).resolve()
 
 
 def load_splits(cfg: RunConfig) -> tuple[Split, Split | None, Split, str]:

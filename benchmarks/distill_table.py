@@ -91,12 +91,10 @@ def keep(out: Path) -> None:
     kept = _kept(out)
     if not (out / "summary.json").is_file() or (kept / "summary.json").is_file():
         return
-    (kept / "netaug").mkdir(parents=True, exist_ok=True)
     for name in ("config.yaml", "process.jsonl", "netaug/summary.json", "netaug/config.yaml"):
         if (out / name).is_file():
+            (kept / name).parent.mkdir(parents=True, exist_ok=True)
             (kept / name).write_bytes((out / name).read_bytes())
-    if not any((kept / "netaug").iterdir()):
-        (kept / "netaug").rmdir()
     lines = (out / "metrics.jsonl").read_text().splitlines()
     epochs = [line for line in lines if json.loads(line)["event"] != "train_step"]
     (kept / "metrics.jsonl").write_text("\n".join(epochs) + "\n")

@@ -158,3 +158,34 @@ def test_the_training_data_under_another_spelling_of_its_path_is_read_as_trained
     assert not same.data.normalize and same.data.root == str(data)
     other = data_config(ckpt, "../data/other")
     assert other.data.normalize and other.data.root == "../data/other"
+
+
+def test_a_copy_of_the_training_data_elsewhere_is_read_as_trained(tmp_path):
+    """On another machine the training data lies under another path: the same content
+    (dataset fingerprint) is read as trained; other data is normalised as the model expects."""
+    import shutil
+
+    import h5py
+    import numpy as np
+
+    from pcdistill.engine.config import RunConfig
+    from pcdistill.engine.run import data_config, load_set
+
+    def write(root, seed):
+        root.mkdir()
+        (root / "shape_names.txt").write_text("a\nb\n")
+        (root / "train_files.txt").write_text("ply_data_train0.h5\n")
+        rng = np.random.default_rng(seed)
+        with h5py.File(root / "ply_data_train0.h5", "w") as f:
+            f.create_dataset("data", data=rng.normal(size=(4, 1024, 3)).astype(np.float32))
+            f.create_dataset("label", data=np.array([[0], [1], [0], [1]], np.uint8))
+
+    write(tmp_path / "trained_on", 0)
+    shutil.copytree(tmp_path / "trained_on", tmp_path / "copy")
+    write(tmp_path / "other", 1)
+    cfg = RunConfig().model_dump(mode="json")
+    cfg["data"]["root"] = str(tmp_path / "trained_on")
+    fingerprint = load_set(RunConfig.model_validate(cfg), "train").fingerprint()
+    ckpt = {"config": cfg, "preprocess": {"normalize": True}, "dataset_fingerprint": fingerprint}
+    assert not data_config(ckpt, str(tmp_path / "copy")).data.normalize
+    assert data_config(ckpt, str(tmp_path / "other")).data.normalize

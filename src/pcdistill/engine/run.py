@@ -12,7 +12,7 @@ from pcdistill.data import PointCloudSet
 from pcdistill.engine.checkpoint import build_from_checkpoint, inference_normalize, model_spec
 from pcdistill.engine.config import RunConfig
 from pcdistill.engine.trainer import BatchSource, Objective, Split, Trainer
-from pcdistill.errors import ConfigError
+from pcdistill.errors import ConfigError, DataError
 
 
 def load_set(cfg: RunConfig, split: str) -> PointCloudSet:
@@ -62,9 +62,22 @@ def data_config(ckpt: dict, data_root: str | None = None) -> RunConfig:
     if data_root and not same_root(data_root, cfg.data.root):
         cfg.data.root = data_root
         cfg.data.format, cfg.data.up_axis, cfg.data.columns = "auto", None, None
-        if inference_normalize(ckpt):
-            cfg.data.normalize = True
+        if inference_normalize(ckpt) and not cfg.data.normalize:
+            cfg.data.normalize = not _is_training_set(cfg, ckpt)
     return cfg
+
+
+def _is_training_set(cfg: RunConfig, ckpt: dict) -> bool:
+    """Whether cfg's train split, read as configured, is the set the checkpoint was trained
+    on, by content fingerprint: a copy of it in another place (another machine) is read as
+    trained, so records and student runs made from it match the recipes' own runs."""
+    fingerprint = ckpt.get("dataset_fingerprint")
+    if not fingerprint:
+        return False
+    try:
+        return load_set(cfg, "train").fingerprint() == fingerprint
+    except DataError:  # no train split there, or unreadable: the caller's own load says why
+        return False
 
 
 def same_root(a: str, b: str) -> bool:

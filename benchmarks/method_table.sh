@@ -18,5 +18,6 @@ if [ ! -f "$records/records-00000-of-00001.h5" ]; then
     .venv/bin/pcdistill record --teacher pointnet2_ssg.modelnet40 \
         --data ../shared/data/modelnet40_hdf5_1024 --copies 10 --out "$records"
 fi
-table scratch offline_kd offline_kd_nwsd offline_kd_nwsd_copy t3dnet kd fad --seeds 0 1 2 --workers 2
-table fitnet dkd --seeds 0 --workers 2
+# seed 0 of every row first, so a stopped table still has one seed of each
+table scratch offline_kd offline_kd_nwsd offline_kd_nwsd_copy t3dnet kd fad fitnet dkd --seeds 0 --workers 2
+table scratch offline_kd offline_kd_nwsd offline_kd_nwsd_copy t3dnet kd fad --seeds 1 2 --workers 2

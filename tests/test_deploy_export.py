@@ -230,3 +230,18 @@ def test_exported_fps_and_ball_query_give_the_reference_indices(tmp_path, n, m):
         assert len(got) == len(want)
         for g, w in zip(got, want, strict=True):
             np.testing.assert_array_equal(g, w.numpy())
+
+
+def test_run_torch_predicts_in_eval_mode_when_only_a_submodule_trains():
+    """run_torch skips model.eval() when nothing trains; a module left in training mode
+    under an eval-mode root (here the head, whose dropout would change the logits) still
+    puts the whole model in eval mode."""
+    torch.manual_seed(0)
+    model = create_model("pointnet2_msg", width=0.125).eval()
+    points = builtin_dataset("test").points[:2]
+    with torch.no_grad():
+        expected = model(torch.from_numpy(points)).numpy()
+    model.head.train()
+    assert not model.training
+    np.testing.assert_array_equal(run_torch(model, points), expected)
+    assert not any(m.training for m in model.modules())

@@ -168,8 +168,11 @@ def run_torch(model: nn.Module, points: np.ndarray, batch_size: int = 16) -> np.
     """Eval-mode logits (S, C) of a PyTorch model (fast CPU point ops) on clouds (S, N, 3).
 
     Under no_grad: with autograd recording, the fast path must keep every activation for
-    a backward and so runs the torch rewrite instead of the fused inference kernels."""
-    model.eval()
+    a backward and so runs the torch rewrite instead of the fused inference kernels.
+    `model.eval()` only where some module is in training mode: it walks and sets every
+    module, a visible share of a batch-1 call, which `pcdistill profile` times."""
+    if any(m.training for m in model.modules()):
+        model.eval()
     with torch.no_grad():
         out = [
             model(torch.from_numpy(points[i : i + batch_size])).numpy()

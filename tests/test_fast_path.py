@@ -195,6 +195,47 @@ def test_inference_kernel_equals_the_torch_rewrite_on_any_tiling(b, m, k, monkey
     assert (got - expected).abs().max() <= 1e-12 * expected.abs().max()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_matmul_blocks_equal_one_row_at_a_time(dtype):
+    """The kernels' matmul (outputs in blocks of four, inputs in blocks of eight, four,
+    one) against numpy and against its one-output routine, for every remainder of both
+    blocks: each output must come out bit-identical to `_matvec_row`'s, so a channel's
+    value never depends on which block it fell in."""
+    from pcdistill.ops.mlp_kernels import _matmul_acc, _matvec_row
+
+    rng = np.random.default_rng(0)
+    n = 37  # not a multiple of any vector width
+    for c_out in range(1, 10):
+        for c_in in range(1, 20):
+            w = rng.standard_normal((c_out, c_in)).astype(dtype)
+            a = rng.standard_normal((c_in, n)).astype(dtype)
+            start = rng.standard_normal((c_out, n)).astype(dtype)
+            out = start.copy()
+            _matmul_acc(w, a, out, n)
+            for o in range(c_out):
+                row = start[o].copy()
+                _matvec_row(w[o], a, row, n)
+                assert np.array_equal(out[o], row), (c_out, c_in, o)
+            exact = start.astype(np.float64) + w.astype(np.float64) @ a.astype(np.float64)
+            tol = 1e-5 if dtype == np.float32 else 1e-13
+            assert np.abs(out - exact).max() <= tol * np.abs(exact).max(), (c_out, c_in)
+
+
+def test_neighbour_max_in_halves_is_the_max_over_every_neighbour():
+    """The inference kernel's max over a neighbour-major tile, taken in halving steps,
+    for every neighbour count up to 33 (odd counts carry a middle row) and group counts
+    that are not vector widths; the tile row is longer than k * ng, as a last tile's is."""
+    from pcdistill.ops.mlp_kernels import _neighbour_max
+
+    rng = np.random.default_rng(0)
+    for k in range(1, 34):
+        for ng in (1, 3, 16):
+            row = rng.standard_normal(k * ng + 5).astype(np.float32)
+            halves = np.full((2, (k + 1) // 2 * ng), np.nan, np.float32)
+            got = _neighbour_max(row, k, ng, halves)
+            assert np.array_equal(got, row[: k * ng].reshape(k, ng).max(axis=0)), (k, ng)
+
+
 def test_torch_inference_in_cache_sized_chunks_equals_one_pass(monkeypatch):
     """The torch inference rewrite on one CPU thread runs groups in chunks of about
     CHUNK_BYTES: a chunking that leaves a ragged last chunk gives the one-pass result

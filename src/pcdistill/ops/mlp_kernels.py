@@ -104,16 +104,42 @@ def _linear(w, b, a, out, n):
 def _matmul_acc(w, a, out, n):
     """out[o] += sum_i w[o, i] * a[i] over the first n positions, for every row o.
 
-    Four outputs by four inputs per pass over the positions: each loaded a[i][t] feeds
-    four outputs, so a pass does 16 multiply-adds per 8 loads and 4 stores (1.3-1.9x the
-    rate of `_matvec_row` per output). Each output adds its terms in `_matvec_row`'s
-    order, so the two give bit-identical results."""
+    Four outputs by eight inputs per pass over the positions (then by four, then one
+    input at a time): each loaded a[i][t] feeds four outputs, and each output is loaded
+    and stored once per eight inputs, so a pass does 32 multiply-adds per 12 loads and 4
+    stores, where four by four did 16 per 8 loads and 4 stores (BENCHMARKS.md, "The
+    inference kernel: matmul in 4 x 8 blocks, neighbour max in halves"). Each output adds
+    its terms in `_matvec_row`'s order, so the two give bit-identical results
+    (tests/test_fast_path.py)."""
     c_out, c_in = w.shape
     o = 0
     while o + 4 <= c_out:
         y0, y1, y2, y3 = out[o], out[o + 1], out[o + 2], out[o + 3]
         i = 0
-        while i + 4 <= c_in:
+        while i + 8 <= c_in:
+            x0, x1, x2, x3 = a[i], a[i + 1], a[i + 2], a[i + 3]
+            x4, x5, x6, x7 = a[i + 4], a[i + 5], a[i + 6], a[i + 7]
+            w00, w01, w02, w03 = w[o, i], w[o, i + 1], w[o, i + 2], w[o, i + 3]
+            w04, w05, w06, w07 = w[o, i + 4], w[o, i + 5], w[o, i + 6], w[o, i + 7]
+            w10, w11, w12, w13 = w[o + 1, i], w[o + 1, i + 1], w[o + 1, i + 2], w[o + 1, i + 3]
+            w14, w15, w16, w17 = w[o + 1, i + 4], w[o + 1, i + 5], w[o + 1, i + 6], w[o + 1, i + 7]
+            w20, w21, w22, w23 = w[o + 2, i], w[o + 2, i + 1], w[o + 2, i + 2], w[o + 2, i + 3]
+            w24, w25, w26, w27 = w[o + 2, i + 4], w[o + 2, i + 5], w[o + 2, i + 6], w[o + 2, i + 7]
+            w30, w31, w32, w33 = w[o + 3, i], w[o + 3, i + 1], w[o + 3, i + 2], w[o + 3, i + 3]
+            w34, w35, w36, w37 = w[o + 3, i + 4], w[o + 3, i + 5], w[o + 3, i + 6], w[o + 3, i + 7]
+            for t in range(n):
+                v0, v1, v2, v3 = x0[t], x1[t], x2[t], x3[t]
+                v4, v5, v6, v7 = x4[t], x5[t], x6[t], x7[t]
+                y0[t] += ((w00 * v0 + w01 * v1) + (w02 * v2 + w03 * v3)) + (
+                    (w04 * v4 + w05 * v5) + (w06 * v6 + w07 * v7))  # fmt: skip
+                y1[t] += ((w10 * v0 + w11 * v1) + (w12 * v2 + w13 * v3)) + (
+                    (w14 * v4 + w15 * v5) + (w16 * v6 + w17 * v7))  # fmt: skip
+                y2[t] += ((w20 * v0 + w21 * v1) + (w22 * v2 + w23 * v3)) + (
+                    (w24 * v4 + w25 * v5) + (w26 * v6 + w27 * v7))  # fmt: skip
+                y3[t] += ((w30 * v0 + w31 * v1) + (w32 * v2 + w33 * v3)) + (
+                    (w34 * v4 + w35 * v5) + (w36 * v6 + w37 * v7))  # fmt: skip
+            i += 8
+        if i + 4 <= c_in:
             x0, x1, x2, x3 = a[i], a[i + 1], a[i + 2], a[i + 3]
             w00, w01, w02, w03 = w[o, i], w[o, i + 1], w[o, i + 2], w[o, i + 3]
             w10, w11, w12, w13 = w[o + 1, i], w[o + 1, i + 1], w[o + 1, i + 2], w[o + 1, i + 3]
@@ -138,10 +164,20 @@ def _matmul_acc(w, a, out, n):
 
 @fused_jit
 def _matvec_row(coef, x, y, n):
-    """y += sum_i coef[i] * x[i] over the first n entries, four rows of x per pass over y
-    (1.5-2x the rate of one axpy per row: y is loaded and stored a quarter as often)."""
+    """y += sum_i coef[i] * x[i] over the first n entries, eight rows of x per pass over y
+    (then four, then one), in `_matmul_acc`'s order (y is loaded and stored an eighth as
+    often as with one axpy per row)."""
     i = 0
-    while i + 4 <= coef.shape[0]:
+    while i + 8 <= coef.shape[0]:
+        w0, w1, w2, w3 = coef[i], coef[i + 1], coef[i + 2], coef[i + 3]
+        w4, w5, w6, w7 = coef[i + 4], coef[i + 5], coef[i + 6], coef[i + 7]
+        x0, x1, x2, x3 = x[i], x[i + 1], x[i + 2], x[i + 3]
+        x4, x5, x6, x7 = x[i + 4], x[i + 5], x[i + 6], x[i + 7]
+        for t in range(n):
+            y[t] += ((w0 * x0[t] + w1 * x1[t]) + (w2 * x2[t] + w3 * x3[t])) + (
+                (w4 * x4[t] + w5 * x5[t]) + (w6 * x6[t] + w7 * x7[t]))  # fmt: skip
+        i += 8
+    if i + 4 <= coef.shape[0]:
         w0, w1, w2, w3 = coef[i], coef[i + 1], coef[i + 2], coef[i + 3]
         x0, x1, x2, x3 = x[i], x[i + 1], x[i + 2], x[i + 3]
         for t in range(n):
@@ -502,7 +538,8 @@ def eval_branch(h_t, c_t, idx, m, n_points, gpt, dims, weights, biases, slope, o
     tile's group r), unlike the training kernels' group-major tiles: the max over each
     group's k neighbours is then an elementwise max of k contiguous ng-long vectors,
     which vectorises, where a per-group max reduction stays scalar (numba's float max
-    does not vectorise as a reduction).
+    does not vectorise as a reduction); `_neighbour_max` takes them in halves, so its
+    loops run over many groups' neighbours at once.
     """
     k = idx.shape[1]
     t_len = gpt * k
@@ -510,7 +547,7 @@ def eval_branch(h_t, c_t, idx, m, n_points, gpt, dims, weights, biases, slope, o
     z = np.empty((width, t_len), h_t.dtype)  # pre-activations
     a = np.empty((width, t_len), h_t.dtype)  # activations
     rows = np.empty(t_len, np.int64)
-    best = np.empty((2, gpt), h_t.dtype)
+    halves = np.empty((2, (k + 1) // 2 * gpt), h_t.dtype)
     n_layers = dims.shape[0]
     last = dims[n_layers - 1]
     for tile in range(lo, hi):
@@ -531,28 +568,38 @@ def eval_branch(h_t, c_t, idx, m, n_points, gpt, dims, weights, biases, slope, o
             _linear(weights[layer - 1, : dims[layer], : dims[layer - 1]],
                     biases[layer - 1], a, z, n)  # fmt: skip
         for ch in range(last):  # the activation is non-decreasing: act(max z) = max act(z)
-            _neighbour_max(z[ch], k, ng, best)
+            best = _neighbour_max(z[ch], k, ng, halves)
             for r in range(ng):
-                v = best[0, r]
+                v = best[r]
                 out[g0 + r, ch] = max(v, slope * v)
 
 
 @fused_jit
-def _neighbour_max(row, k, ng, best):
-    """best[0, r] = max_j row[j * ng + r]. Out of place, two buffers in turn: an in-place
+def _neighbour_max(row, k, ng, halves):
+    """max_j row[j * ng + r] for each r < ng, as a view into halves (2, >= (k + 1) // 2 * ng).
+
+    Halving steps: the first half of the remaining rows against the last half (the middle
+    row of an odd count carried over), each one long elementwise max over every group at
+    once, out of place, in the two buffers in turn. One pass per neighbour ran a short
+    ng-long loop per row, whose setup cost more than its maxes (BENCHMARKS.md, "The
+    inference kernel: matmul in 4 x 8 blocks, neighbour max in halves"); an in-place
     running max compiles to a conditional store and stays scalar (see `_leaky`)."""
-    b0, b1 = best[0], best[1]
-    for r in range(ng):
-        b0[r] = row[r]
-    j = 1
-    while j + 1 < k:
-        for r in range(ng):
-            b1[r] = max(b0[r], row[j * ng + r])
-        for r in range(ng):
-            b0[r] = max(b1[r], row[(j + 1) * ng + r])
-        j += 2
-    if j < k:
-        for r in range(ng):
-            b1[r] = max(b0[r], row[j * ng + r])
-        for r in range(ng):
-            b0[r] = b1[r]
+    src = row
+    rows = k
+    turn = 0
+    while rows > 1:
+        pairs = rows // 2
+        keep = rows - pairs  # rows left: the pairs' maxes and the odd middle row
+        dst = halves[turn]
+        _max_of_two(src, src[keep * ng :], dst, pairs * ng)
+        for t in range(pairs * ng, keep * ng):  # the middle row (odd count only)
+            dst[t] = src[t]
+        src, rows, turn = dst, keep, 1 - turn
+    return src[:ng]
+
+
+@fused_jit
+def _max_of_two(x, y, out, n):
+    """out = max(x, y) elementwise over the first n entries."""
+    for t in range(n):
+        out[t] = max(x[t], y[t])

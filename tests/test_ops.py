@@ -104,6 +104,17 @@ def test_fps_matches_reference_real(backend_name, real_clouds):
     assert torch.equal(idx, batched(ref_fps, real_clouds.numpy(), m=512))
 
 
+def test_fps_takes_the_first_of_tied_farthest_points(backend_name):
+    """A lattice (with every point repeated) ties the farthest distance at many indices
+    per step, spread over all of the cloud's blocks: each pick must be the lowest index,
+    as argmax picks, also when it falls in the cloud's last, partial block."""
+    axis = torch.linspace(-1, 1, 5)
+    lattice = torch.cartesian_prod(axis, axis, axis)  # 125 points
+    xyz = torch.cat([lattice, lattice.flip(0)]).unsqueeze(0)  # 250: each point twice
+    idx = ops.farthest_point_sample(xyz, 60)
+    assert torch.equal(idx, batched(ref_fps, xyz.numpy(), m=60))
+
+
 def test_fps_float64_and_grad_inputs(backend_name):
     xyz = random_clouds(2, 64).double().requires_grad_()
     idx = ops.farthest_point_sample(xyz, 16)

@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from pcdistill.cli import main
 from pcdistill.demo import run_demo
 from pcdistill.engine.checkpoint import load_checkpoint
@@ -103,6 +105,21 @@ def test_report_gives_mean_and_std_over_seeds(tmp_path):
     md = (tmp_path / "report" / "report.md").read_text()
     # OA: mean 0.73, deviations -0.03, 0.01, 0.02 -> sqrt(0.0014 / 2) = 0.026458
     assert "| kd | 3 (0, 1, 2) | 0.7300 ± 0.0265 | 0.6200 ± 0.0200 | 61 |" in md
-    assert "| kd_lr | 1 (0) | 0.5000 ± 0.0000 | 0.4000 ± 0.0000 | 60 |" in md
+    assert "| kd_lr | 1 (0) | 0.5000 (1 seed) | 0.4000 (1 seed) | 60 |" in md  # no spread
     assert (tmp_path / "report" / "seeds.png").stat().st_size > 0
     assert (tmp_path / "report" / "accuracy_vs_params.png").is_file()
+
+
+def test_report_curve_of_a_seed_group_is_the_mean_with_the_seed_range():
+    """A method's curve over seeds: the epochs all its runs reached, their mean, min and
+    max there (hand-computed); a run lacking the metric (no val split) gives no curve."""
+    from pcdistill.report import epoch_curve
+
+    def run(values: list[float]) -> dict:
+        events = [{"event": "epoch", "epoch": e, "test_oa": v} for e, v in enumerate(values, 1)]
+        return {"events": [{"event": "train_step", "step": 1}, *events]}
+
+    epochs, mean, low, high = epoch_curve([run([0.2, 0.4, 0.5]), run([0.4, 0.7])], "test_oa")
+    assert epochs == [1, 2]  # the second run stopped after epoch 2
+    assert mean == pytest.approx([0.3, 0.55]) and low == [0.2, 0.4] and high == [0.4, 0.7]
+    assert epoch_curve([run([0.5])], "val_oa") == ([], [], [], [])

@@ -90,25 +90,7 @@ def write_report(
         Path(out / name).unlink(missing_ok=True)  # an earlier report's plots, not this one's
     md = ["# pcdistill report", ""]
 
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    for run in runs:
-        epochs = [e for e in run["events"] if e["event"] == "epoch"]
-        x = [e["epoch"] for e in epochs]
-        # a distillation run's training loss is its whole objective (KD terms x tau^2),
-        # not the cross-entropy the test loss is
-        ax_loss.plot(x, [e["train_loss"] for e in epochs], label=f"{run['name']} train objective")
-        ax_loss.plot(x, [e["test_loss"] for e in epochs], "--", label=f"{run['name']} test CE")
-        ax_acc.plot(x, [e["test_oa"] for e in epochs], label=f"{run['name']} test OA")
-        if epochs and "val_oa" in epochs[0]:
-            ax_acc.plot(x, [e["val_oa"] for e in epochs], ":", label=f"{run['name']} val OA")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="training objective and test cross-entropy")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=110)
-    plt.close(fig)
+    _plot_curves(runs, out / "curves.png", plt)
     md += ["## Training curves", "", "![curves](curves.png)", ""]
 
     md += [
@@ -148,18 +130,20 @@ def write_report(
         md += _seed_section(groups, out, plt)
 
     if points:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        # a legend, not labels beside the points: students of one size stack up in a column
+        rows_of_legend = -(-len(points) // 2)
+        fig, ax = plt.subplots(figsize=(7, 4 + 0.2 * rows_of_legend))
         low, high = min(p for p, *_ in points), max(p for p, *_ in points)
-        middle = (low * high) ** 0.5
-        for params, oa, std, name in points:  # labels of the larger models to their left
-            ax.errorbar(params, oa, yerr=std or None, fmt="o", capsize=3)
-            right = params <= middle
-            ax.annotate(name, (params, oa), fontsize=8, xytext=(4 if right else -4, 4),
-                        textcoords="offset points", ha="left" if right else "right")  # fmt: skip
+        colours = plt.get_cmap("tab10" if len(points) <= 10 else "tab20")
+        for i, (params, oa, std, name) in enumerate(points):
+            ax.errorbar(params, oa, yerr=std or None, fmt="o", capsize=3,
+                        color=colours(i % colours.N), label=f"{name}: {oa:.4f}")  # fmt: skip
         ax.set(xscale="log", xlabel="parameters", ylabel="test OA", title="accuracy vs size",
                xlim=(low / 2, high * 2), ylim=(0, 1))  # fmt: skip
         ax.grid(alpha=0.3, which="both")
-        fig.tight_layout()
+        legend_height = (0.2 * rows_of_legend + 0.3) / fig.get_figheight()
+        fig.legend(loc="lower center", ncol=2, fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, legend_height, 1, 1))
         fig.savefig(out / "accuracy_vs_params.png", dpi=110)
         plt.close(fig)
         md += ["## Accuracy vs parameters", "", "![size](accuracy_vs_params.png)", ""]
@@ -189,6 +173,56 @@ def write_report(
     return path
 
 
+def epoch_curve(
+    members: list[dict], key: str
+) -> tuple[list[int], list[float], list[float], list[float]]:
+    """One metric per epoch over a group of runs: the epochs every run has it for, and
+    the runs' mean, min and max there (one run: its own values three times)."""
+    per_run = [{e["epoch"]: e[key] for e in run["events"] if e["event"] == "epoch" and key in e}
+               for run in members]  # fmt: skip
+    epochs = sorted(set.intersection(*(set(values) for values in per_run)))
+    if not epochs:
+        return [], [], [], []
+    rows = np.array([[values[e] for e in epochs] for values in per_run], dtype=float)
+    return epochs, rows.mean(0).tolist(), rows.min(0).tolist(), rows.max(0).tolist()
+
+
+def _plot_curves(runs: list[dict], path: Path, plt) -> None:
+    """curves.png: one colour per method, runs differing only in seed drawn as their mean
+    with the seeds' range shaded (23 runs drawn one by one were unreadable), unfinished
+    runs one by one; the legend goes under the plots."""
+    curves = seed_groups(runs) + [(run["name"], [run]) for run in runs if run["summary"] is None]
+    rows_of_legend = -(-len(curves) // 3)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4 + 0.2 * rows_of_legend))
+    colours = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")
+    # a distillation run's training loss is its whole objective (KD terms x tau^2),
+    # not the cross-entropy the test loss is
+    lines = ((ax_loss, "train_loss", "-"), (ax_loss, "test_loss", "--"),
+             (ax_acc, "test_oa", "-"), (ax_acc, "val_oa", ":"))  # fmt: skip
+    for i, (name, members) in enumerate(curves):
+        colour = colours(i % colours.N)
+        label = name if len(members) == 1 else f"{name} ({len(members)} seeds)"
+        for ax, key, style in lines:
+            x, mean, low, high = epoch_curve(members, key)
+            if not x:
+                continue
+            ax.plot(x, mean, style, color=colour, label=label if key == "test_oa" else None)
+            if len(members) > 1:
+                ax.fill_between(x, low, high, color=colour, alpha=0.15, linewidth=0)
+    ax_loss.set(xlabel="epoch", ylabel="loss",
+                title="training objective (solid), test cross-entropy (dashed)")  # fmt: skip
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1),
+               title="test OA (solid), val OA (dotted); shaded: range over seeds")  # fmt: skip
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    legend_height = (0.2 * rows_of_legend + 0.3) / fig.get_figheight()
+    fig.legend(*ax_acc.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=7,
+               frameon=False)  # fmt: skip
+    fig.tight_layout(rect=(0, legend_height, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _seed_section(groups: list[tuple[str, list[dict]]], out: Path, plt) -> list[str]:
     """The across-seeds table and seeds.png: per group, last-epoch test OA and mAcc as
     mean ± sample std, each seed a dot beside its group's error bar."""
@@ -207,8 +241,12 @@ def _seed_section(groups: list[tuple[str, list[dict]]], out: Path, plt) -> list[
         (oa, oa_std), (macc, macc_std) = mean_std(oas), mean_std(maccs)
         wall = statistics.mean(r["summary"]["wall_time_s"] for r in members)
         seeds = ", ".join(str(r["summary"].get("seed", "?")) for r in members)
-        md.append(f"| {name} | {len(members)} ({seeds}) | {oa:.4f} ± {oa_std:.4f} | "
-                  f"{macc:.4f} ± {macc_std:.4f} | {wall:.0f} |")  # fmt: skip
+        if len(members) > 1:
+            oa_text, macc_text = f"{oa:.4f} ± {oa_std:.4f}", f"{macc:.4f} ± {macc_std:.4f}"
+        else:  # no spread from one seed
+            oa_text, macc_text = f"{oa:.4f} (1 seed)", f"{macc:.4f} (1 seed)"
+        md.append(f"| {name} | {len(members)} ({seeds}) | {oa_text} | {macc_text} | "
+                  f"{wall:.0f} |")  # fmt: skip
         ax.errorbar(oa, row, xerr=oa_std, fmt="o", color="C0", capsize=4)
         ax.scatter(oas, [row + 0.15] * len(oas), s=10, color="C1")
     ax.set_yticks(range(len(groups)), [name for name, _ in groups], fontsize=8)

@@ -131,19 +131,16 @@ def write_report(
 
     if points:
         # a legend, not labels beside the points: students of one size stack up in a column
-        rows_of_legend = -(-len(points) // 2)
-        fig, ax = plt.subplots(figsize=(7, 4 + 0.2 * rows_of_legend))
+        fig, ax = plt.subplots(figsize=(7, 4 + _legend_height(len(points), 2)))
         low, high = min(p for p, *_ in points), max(p for p, *_ in points)
-        colours = plt.get_cmap("tab10" if len(points) <= 10 else "tab20")
+        colours = _palette(plt, len(points))
         for i, (params, oa, std, name) in enumerate(points):
             ax.errorbar(params, oa, yerr=std or None, fmt="o", capsize=3,
                         color=colours(i % colours.N), label=f"{name}: {oa:.4f}")  # fmt: skip
         ax.set(xscale="log", xlabel="parameters", ylabel="test OA", title="accuracy vs size",
                xlim=(low / 2, high * 2), ylim=(0, 1))  # fmt: skip
         ax.grid(alpha=0.3, which="both")
-        legend_height = (0.2 * rows_of_legend + 0.3) / fig.get_figheight()
-        fig.legend(loc="lower center", ncol=2, fontsize=7, frameon=False)
-        fig.tight_layout(rect=(0, legend_height, 1, 1))
+        _legend_under(fig, *ax.get_legend_handles_labels(), ncol=2)
         fig.savefig(out / "accuracy_vs_params.png", dpi=110)
         plt.close(fig)
         md += ["## Accuracy vs parameters", "", "![size](accuracy_vs_params.png)", ""]
@@ -192,9 +189,8 @@ def _plot_curves(runs: list[dict], path: Path, plt) -> None:
     with the seeds' range shaded (23 runs drawn one by one were unreadable), unfinished
     runs one by one; the legend goes under the plots."""
     curves = seed_groups(runs) + [(run["name"], [run]) for run in runs if run["summary"] is None]
-    rows_of_legend = -(-len(curves) // 3)
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4 + 0.2 * rows_of_legend))
-    colours = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4 + _legend_height(len(curves), 3)))
+    colours = _palette(plt, len(curves))
     # a distillation run's training loss is its whole objective (KD terms x tau^2),
     # not the cross-entropy the test loss is
     lines = ((ax_loss, "train_loss", "-"), (ax_loss, "test_loss", "--"),
@@ -215,12 +211,26 @@ def _plot_curves(runs: list[dict], path: Path, plt) -> None:
                title="test OA (solid), val OA (dotted); shaded: range over seeds")  # fmt: skip
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-    legend_height = (0.2 * rows_of_legend + 0.3) / fig.get_figheight()
-    fig.legend(*ax_acc.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=7,
-               frameon=False)  # fmt: skip
-    fig.tight_layout(rect=(0, legend_height, 1, 1))
+    _legend_under(fig, *ax_acc.get_legend_handles_labels(), ncol=3)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _palette(plt, count: int):
+    """A colour map with a distinct colour for each of count entries (up to 20)."""
+    return plt.get_cmap("tab10" if count <= 10 else "tab20")
+
+
+def _legend_height(entries: int, ncol: int) -> float:
+    """Inches a legend of `entries` in `ncol` columns takes under the plots."""
+    return 0.2 * -(-entries // ncol)
+
+
+def _legend_under(fig, handles: list, labels: list, ncol: int) -> None:
+    """The figure's legend under its plots, in the room `_legend_height` added."""
+    room = (_legend_height(len(labels), ncol) + 0.3) / fig.get_figheight()
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, room, 1, 1))
 
 
 def _seed_section(groups: list[tuple[str, list[dict]]], out: Path, plt) -> list[str]:

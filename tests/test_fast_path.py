@@ -402,9 +402,10 @@ def test_reference_checkpoint_predicts_the_same_on_the_fast_path(tmp_path):
 
 
 def test_inference_folds_batchnorm_once_and_refolds_when_any_weight_changes():
-    """The eval kernels keep each branch's folded chain; an optimizer step, an in-place
-    edit, load_state_dict or BatchNorm statistics updated in train mode all invalidate
-    it, so eval outputs always equal the reference path's on the current weights."""
+    """The eval kernels keep each branch's folded chain, the torch path each wide chain's
+    (the global level); an optimizer step, an in-place edit, load_state_dict or BatchNorm
+    statistics updated in train mode all invalidate them, so eval outputs always equal the
+    reference path's on the current weights."""
     data = builtin_dataset("train", num_points=1024).subset(range(8))
     x, y = torch.from_numpy(data.points), torch.from_numpy(data.labels)
     model = create_model("pointnet2_msg", num_classes=40, width=0.125).eval()

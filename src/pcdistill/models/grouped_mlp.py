@@ -183,9 +183,12 @@ def _grouped_max_folded(
     layers = layers_of(mlp)
     act = mlp[2]
     b, n, c1 = h.shape
-    scale, shift = _bn_scale_shift(layers[0][1])
+    if torch.is_grad_enabled() or building_graph():  # folded from the parameters, traced
+        scale, shift, later = _fold_chain(layers)
+    else:  # repeated inference folds once (a batch-1 global level: ~25 small ops a call)
+        scale, shift, later = _memo(mlp, "_chain_fold", _version_key(mlp),
+                                    lambda: _fold_chain(layers))  # fmt: skip
     z = torch.addcmul(shift, h.reshape(b * n, c1), scale)
-    later = [_folded_linear(conv, bn) for conv, bn in layers[1:]]
     if idx is None:  # one group of all N points per cloud, no centre term
         return _chain_max(z, None, None, later, act, n).reshape(b, 1, -1)
     m, k = idx.shape[1], idx.shape[2]
@@ -205,6 +208,13 @@ def _grouped_max_folded(
 
 
 CHUNK_BYTES = 1 << 20  # a CPU inference chunk's widest activation: 1 MiB, within a core's L2
+
+
+def _fold_chain(layers) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
+    """The first BatchNorm as (scale, shift) and every later layer with its BatchNorm
+    folded in, as `_grouped_max_folded` applies them."""
+    scale, shift = _bn_scale_shift(layers[0][1])
+    return scale, shift, [_folded_linear(conv, bn) for conv, bn in layers[1:]]
 
 
 def _folded_linear(conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor]:
@@ -277,26 +287,27 @@ def _grouped_max_eval_fused(h: Tensor, centre: Tensor, idx: Tensor, mlp: nn.Sequ
     m = idx.shape[1]
     scale, shift, *chain = _folded(mlp, h.dtype)
     with torch.no_grad():
-        hf = (h * scale + shift).reshape(b * n, c1).t().contiguous()
-        cf = (centre * scale).reshape(b * m, c1).t().contiguous()
-    out = _eval_branch(hf.numpy(), cf.numpy(), idx, n, chain, _slope(mlp, h))
+        hf = (h * scale + shift).reshape(b * n, c1).t().contiguous().numpy()
+        cf = (centre * scale).reshape(b * m, c1).t().contiguous().numpy()
+    out = np.empty((b * m, chain[0][-1]), hf.dtype)
+    _eval_branch(hf, cf, idx, n, chain, _slope(mlp, h), out)
     return torch.from_numpy(out).view(b, m, -1)
 
 
-def _eval_branch(hf: np.ndarray, cf: np.ndarray, idx: Tensor, n: int, chain, slope) -> np.ndarray:
+def _eval_branch(
+    hf: np.ndarray, cf: np.ndarray, idx: Tensor, n: int, chain, slope, out: np.ndarray
+) -> None:
     """`mlp_kernels.eval_branch` over every group: hf (c1, B*N) and cf (c1, B*M) are the
     first layer's folded per-point and per-group terms, chain (dims, weights, biases) the
-    rest of the folded chain. Returns (B*M, c_out)."""
+    rest of the folded chain. Writes out (B*M, c_out), which may be a column slice."""
     from pcdistill.ops.cpu_kernels import run_chunks
     from pcdistill.ops.mlp_kernels import eval_branch
 
     b, m, k = idx.shape
     dims, weights, biases = chain
     gpt = max(1, min(b * m, EVAL_TILE_POSITIONS // k))
-    out = np.empty((b * m, dims[-1]), hf.dtype)
     run_chunks(eval_branch, -(-b * m // gpt), hf, cf, _np(idx.reshape(b * m, k)), m, n, gpt,
                dims, weights, biases, slope, out)  # fmt: skip
-    return out
 
 
 def level_eval_fused(
@@ -326,11 +337,13 @@ def level_eval_fused(
         h = torch.addmm(bias.unsqueeze(1), w, points.reshape(b * n, c_in).t())
         hf = torch.addcmul(shift, h, scale).numpy()
         cf = ((w[:, :3] @ centroids.reshape(b * m, 3).t()) * scale).numpy()
-    outs = [
-        _eval_branch(hf[lo:hi], cf[lo:hi], idx_i, n, chain, slope)
-        for (lo, hi, chain, slope), idx_i in zip(branches, idx, strict=True)
-    ]
-    return torch.from_numpy(np.concatenate(outs, axis=1)).view(b, m, -1)
+    widths = [chain[0][-1] for _, _, chain, _ in branches]
+    out = np.empty((b * m, sum(widths)), hf.dtype)  # each branch writes its own columns
+    col = 0
+    for (lo, hi, chain, slope), idx_i, width in zip(branches, idx, widths, strict=True):
+        _eval_branch(hf[lo:hi], cf[lo:hi], idx_i, n, chain, slope, out[:, col : col + width])
+        col += width
+    return torch.from_numpy(out).view(b, m, -1)
 
 
 def _level_folded(mlps: nn.ModuleList, dtype: torch.dtype) -> tuple:
@@ -338,9 +351,10 @@ def _level_folded(mlps: nn.ModuleList, dtype: torch.dtype) -> tuple:
     as columns (c1, 1), and per branch its rows and the folded rest of its chain; cached
     as `_folded`."""
     key = (dtype, *(_version_key(mlp) for mlp in mlps))
-    cached = getattr(mlps, "_folded_cache", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
+    return _memo(mlps, "_folded_cache", key, lambda: _fold_level(mlps, dtype))
+
+
+def _fold_level(mlps: nn.ModuleList, dtype: torch.dtype) -> tuple:
     parts: list[list[Tensor]] = [[], [], [], []]
     branches, lo = [], 0
     with torch.no_grad():
@@ -353,8 +367,18 @@ def _level_folded(mlps: nn.ModuleList, dtype: torch.dtype) -> tuple:
             branches.append((lo, lo + len(scale), chain, _slope(mlp, scale)))
             lo += len(scale)
         w, b, scale, shift = (torch.cat(part) for part in parts)
-        value = (w, b, scale.unsqueeze(1), shift.unsqueeze(1), branches)
-    object.__setattr__(mlps, "_folded_cache", (key, value))  # not a submodule or parameter
+    return w, b, scale.unsqueeze(1), shift.unsqueeze(1), branches
+
+
+def _memo(owner: nn.Module, slot: str, key: tuple, build: Callable[[], object]):
+    """build(), kept on `owner` (not as a submodule, parameter or buffer) until `key`
+    changes: keyed by `_version_key`, a fold is redone after any optimizer step,
+    load_state_dict or `.data` swap."""
+    cached = owner.__dict__.get(slot)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    value = build()
+    object.__setattr__(owner, slot, (key, value))
     return value
 
 
@@ -377,9 +401,10 @@ def _folded(mlp: nn.Sequential, dtype: torch.dtype) -> tuple:
     `.data` swap: each moves the tensor's version counter or its storage), so repeated
     inference does not redo it per call."""
     key = (dtype, *_version_key(mlp))
-    cached = getattr(mlp, "_folded_cache", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
+    return _memo(mlp, "_folded_cache", key, lambda: _fold_for_kernels(mlp, dtype))
+
+
+def _fold_for_kernels(mlp: nn.Sequential, dtype: torch.dtype) -> tuple:
     layers = layers_of(mlp)
     with torch.no_grad():
         scale, shift = (t.to(dtype) for t in _bn_scale_shift(layers[0][1]))
@@ -391,9 +416,7 @@ def _folded(mlp: nn.Sequential, dtype: torch.dtype) -> tuple:
             w, bias = _folded_linear(conv, bn)
             weights[i, : w.shape[0], : w.shape[1]] = w
             biases[i, : w.shape[0]] = bias
-    value = (scale, shift, np.array(dims, np.int64), weights.numpy(), biases.numpy())
-    object.__setattr__(mlp, "_folded_cache", (key, value))  # not a submodule, parameter or buffer
-    return value
+    return scale, shift, np.array(dims, np.int64), weights.numpy(), biases.numpy()
 
 
 def _np_dtype(x: Tensor) -> type[np.floating]:

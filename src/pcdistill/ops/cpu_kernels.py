@@ -27,6 +27,7 @@ another process hands the rest of its work to the others.
 machine pays the compile (about 20 s for all point and fused kernels).
 """
 
+import functools
 import itertools
 import os
 from collections.abc import Callable
@@ -283,12 +284,19 @@ def ball_queries(
 ) -> list[Tensor]:
     """CPU kernel for `neighbors.ball_queries`."""
     b, m, _ = query.shape
-    # radius² rounded to the data's dtype, as torch compares (in that dtype: no conversions)
-    r2s = np.array([float(torch.tensor(r * r, dtype=ref.dtype)) for r in radii],
-                   np.float32 if ref.dtype == torch.float32 else np.float64)  # fmt: skip
+    r2s = _squared_radii(tuple(radii), ref.dtype)
     outs = tuple(np.empty((b, m, k), np.int64) for k in ks)
     run_chunks(_ball_query_multi, b * m, _numpy(query), _channels_first(ref), r2s, outs)
     return [torch.from_numpy(out) for out in outs]
+
+
+@functools.cache
+def _squared_radii(radii: tuple[float, ...], dtype: torch.dtype) -> np.ndarray:
+    """radius² rounded to the data's dtype, as torch compares (in that dtype: no
+    conversions); the same few radii come every call."""
+    r2s = np.array([float(torch.tensor(r * r, dtype=dtype)) for r in radii],
+                   np.float32 if dtype == torch.float32 else np.float64)  # fmt: skip
+    return r2s  # writeable: a read-only array is another numba signature to compile
 
 
 def knn(query: Tensor, ref: Tensor, k: int) -> Tensor:

@@ -3,6 +3,8 @@
 import torch
 from torch import Tensor
 
+from pcdistill.ops.backend import building_graph
+
 
 def gather(x: Tensor, idx: Tensor) -> Tensor:
     """Rows of x (B, N, C) picked by idx (B, *S): returns (B, *S, C).
@@ -20,4 +22,6 @@ def flat_index(idx: Tensor, n: int) -> Tensor:
     """Per-cloud indices idx (B, *S) into clouds of n points, as rows of the (B * n, ...)
     flattened batch: cloud b's indices are offset by b * n."""
     b = idx.shape[0]
+    if b == 1 and not building_graph():  # nothing to offset; a traced graph keeps the add
+        return idx
     return idx + torch.arange(b, device=idx.device).view(b, *[1] * (idx.ndim - 1)) * n

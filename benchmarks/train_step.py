@@ -1,10 +1,10 @@
 """Training throughput and peak memory, reference path vs fast path, side by side in one run.
 
 Rows: the T3DNet tiny model (PointNet++ MSG x1/8), PointNet++ SSG x1, DGCNN (x1 and
-x1/8), and T3DNet's network-augmentation step (the tiny model plus a randomly widened
-2x/3x sub-network of its supernet, `NetAugObjective`). Each row runs on both paths,
-each in its own subprocess, so peak RSS is that step's own (the process's maximum
-resident set: data, model, optimizer and the step's activations). Clouds are real
+x1/8), PointMLP-elite, and T3DNet's network-augmentation step (the tiny model plus a
+randomly widened 2x/3x sub-network of its supernet, `NetAugObjective`). Each row runs on
+both paths, each in its own subprocess, so peak RSS is that step's own (the process's
+maximum resident set: data, model, optimizer and the step's activations). Clouds are real
 ModelNet40 training shapes (1,024 points), Adam, the CPU allocator tuning that the
 trainer applies; median of `--steps` steps after one warm-up step.
 
@@ -33,6 +33,7 @@ ROWS = [
     ("pointnet2_ssg", 1.0),
     ("dgcnn", 1.0),
     ("dgcnn", 0.125),
+    ("pointmlp_elite", 1.0),
     ("netaug", 0.125),
 ]
 PATHS = ["reference", "fast"]

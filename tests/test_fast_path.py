@@ -1,6 +1,6 @@
 """The fast path (first layer per point, channels-first, fused CPU kernels) computes the
 reference path's function: same logits, every parameter gradient, BatchNorm running
-statistics, in training and in inference, for PointNet++ SSG / MSG and DGCNN.
+statistics, in training and in inference, for PointNet++ SSG / MSG, DGCNN and PointMLP.
 
 Each case runs the fast path three times (`set_impl`): as shipped on the CPU (tiled
 numba kernels for branches up to 64 channels, BLAS matmuls with the fused BatchNorm +
@@ -9,12 +9,12 @@ as the plain torch rewrite (the GPU, autocast, SyncBatchNorm and export path).
 
 Tolerances, float64: logits within 1e-9 relative to the largest logit; every gradient
 tensor within 1e-9 of its own norm, except those whose true gradient is zero (a bias
-right before a training-mode BatchNorm, which cancels it; the last BatchNorm shift of a
-branch whose max-pooled outputs are all positive, which the next level's BatchNorm
-cancels): there both paths hold rounding noise, and both must stay below 1e-9 of the
-largest gradient norm. Batches
-of 4 real shapes: BatchNorm over 2 samples, or a first layer over near-empty balls,
-is so ill-conditioned that the rounding of any two float64 implementations parts.
+right before a training-mode BatchNorm, which cancels it, as PointMLP's affine beta; the
+last BatchNorm shift of a branch whose max-pooled outputs are all positive, which the
+next level's BatchNorm cancels): there both paths hold rounding noise, and both must stay
+below 1e-9 of the largest gradient norm. Batches of 4 real shapes: BatchNorm over 2
+samples, or a first layer over near-empty balls, is so ill-conditioned that the rounding
+of any two float64 implementations parts.
 """
 
 import copy
@@ -43,6 +43,8 @@ CASES = [
     ("pointnet2_msg", 0.125, 3),
     ("dgcnn", 1.0, 0),
     ("dgcnn", 0.125, 0),
+    ("pointmlp_elite", 1.0, 0),
+    ("pointmlp", 0.125, 0),
 ]
 
 

@@ -41,15 +41,14 @@ def main() -> None:
 
     import pcdistill.ops.cpu_kernels as kernels
     from pcdistill.data import builtin_dataset
+    from pcdistill.engine.checkpoint import build_from_checkpoint
     from pcdistill.engine.device import tune_cpu_allocator
     from pcdistill.models import create_model, pretrained
 
     tune_cpu_allocator()
     torch.set_num_threads(args.threads)
-    if (shipped := pretrained.manifest().get(args.model)) is not None:
-        spec = shipped["model"]
-        model = create_model(spec["name"], num_classes=spec["num_classes"], width=spec["width"],
-                             pretrained=args.model.rsplit(".", 1)[1], **spec["kwargs"])  # fmt: skip
+    if args.model in pretrained.manifest():  # a shipped key loads as a checkpoint does
+        model, _ = build_from_checkpoint(args.model)
     else:
         model = create_model(args.model, width=args.width)
     model.eval()

@@ -294,9 +294,9 @@ def ball_queries(
 def _squared_radii(radii: tuple[float, ...], dtype: torch.dtype) -> np.ndarray:
     """radius² rounded to the data's dtype, as torch compares (in that dtype: no
     conversions); the same few radii come every call."""
-    r2s = np.array([float(torch.tensor(r * r, dtype=dtype)) for r in radii],
-                   np.float32 if dtype == torch.float32 else np.float64)  # fmt: skip
-    return r2s  # writeable: a read-only array is another numba signature to compile
+    # left writeable: a read-only array is another numba signature to compile
+    return np.array([float(torch.tensor(r * r, dtype=dtype)) for r in radii],
+                    np.float32 if dtype == torch.float32 else np.float64)  # fmt: skip
 
 
 def knn(query: Tensor, ref: Tensor, k: int) -> Tensor:
